@@ -1,0 +1,86 @@
+"""Plain-Python configs for jmed's training: every knob of a run lives here."""
+
+import dataclasses
+from typing import Optional
+
+
+@dataclasses.dataclass
+class OptimizerConfig:
+  """Which optax optimizer, its schedule, clipping and weight penalties.
+
+  Attributes:
+    name: 'sgd' | 'adam' | 'rmsprop' | 'adamw' | 'amsgrad'.
+    learning_rate: peak learning rate.
+    momentum: SGD/RMSprop momentum (0 = none).
+    nesterov: Nesterov momentum for SGD.
+    b1, b2, eps: Adam-family moments and epsilon.
+    rms_decay: RMSprop's squared-gradient decay.
+    weight_decay: AdamW's decoupled weight decay.
+    schedule: 'constant' | 'cosine' | 'warmup_cosine' | 'warmup_constant'.
+    warmup_steps: linear warm-up length for the warmup_* schedules.
+    decay_steps: cosine length; 0 means the whole run (set by the train loop).
+    clip_norm: clip gradients to this global norm; 0 disables clipping.
+    l1, l2: penalties l1 * |w| and 0.5 * l2 * w**2 on kernels (parameters of rank >= 2), added to
+      the gradient before the optimizer (coupled, as in Keras' regularizers).
+  """
+
+  name: str = 'sgd'
+  learning_rate: float = 0.01
+  momentum: float = 0.0
+  nesterov: bool = False
+  b1: float = 0.9
+  b2: float = 0.999
+  eps: float = 1e-8
+  rms_decay: float = 0.9
+  weight_decay: float = 1e-4
+  schedule: str = 'constant'
+  warmup_steps: int = 0
+  decay_steps: int = 0
+  clip_norm: float = 0.0
+  l1: float = 0.0
+  l2: float = 0.0
+
+
+@dataclasses.dataclass
+class TrainConfig:
+  """One training run. Defaults are the seed's recipe on PneumoniaMNIST.
+
+  Attributes:
+    model: a name in `jmed.models.MODELS`.
+    dataset: a name known to `jmed.data.load_dataset`.
+    data_dir: root of local data (per-dataset folders); None reads $JMED_DATA_DIR, else downloads.
+    tfds_dir: where tensorflow-datasets keeps prepared datasets (None: its default).
+    epochs: passes over the training split.
+    batch_size: global batch, split evenly over all devices.
+    eval_batch_size: global batch for evaluation.
+    seed: seeds initialisation, shuffling and dropout.
+    optimizer: see `OptimizerConfig`.
+    dropout_rate: model dropout.
+    dtype: computation dtype name ('float32' or 'bfloat16').
+    steps_per_dispatch: training steps compiled into one call (fewer host round trips).
+    output_dir: metrics, checkpoints and summary go here.
+    checkpoint_every: save every N steps (0: only at the end of each epoch and the run).
+    keep_checkpoints: how many checkpoints orbax keeps.
+    resume: continue from the latest checkpoint in output_dir.
+    max_steps: stop after this many steps in total (0: run all epochs).
+    progress: show a progress bar.
+  """
+
+  model: str = 'seed_cnn'
+  dataset: str = 'pneumoniamnist'
+  data_dir: Optional[str] = None
+  tfds_dir: Optional[str] = None
+  epochs: int = 5
+  batch_size: int = 32
+  eval_batch_size: int = 500
+  seed: int = 0
+  optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
+  dropout_rate: float = 0.0
+  dtype: str = 'float32'
+  steps_per_dispatch: int = 4
+  output_dir: str = 'runs/seed_cnn_pneumoniamnist'
+  checkpoint_every: int = 0
+  keep_checkpoints: int = 2
+  resume: bool = False
+  max_steps: int = 0
+  progress: bool = True

@@ -1,0 +1,89 @@
+"""Building blocks shared by jmed's image models."""
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+
+def max_pool(x, window: int = 2):
+  """Non-overlapping max pooling with 'VALID' padding (stride = window).
+
+  Same result as `nn.max_pool(x, (window, window), strides=(window, window))`, written as a
+  reshape and a max so that its gradient is an elementwise select: XLA:CPU's select-and-scatter
+  (the gradient of `reduce_window`) is several times slower.
+
+  Args:
+    x: [batch, height, width, channels]; a trailing row/column that does not fill a window is
+      dropped, as in Keras' `MaxPooling2D`.
+    window: the pooling window and stride.
+
+  Returns:
+    [batch, height // window, width // window, channels].
+  """
+  b, h, w, c = x.shape
+  h2, w2 = h // window, w // window
+  x = x[:, :h2 * window, :w2 * window]
+  return x.reshape(b, h2, window, w2, window, c).max(axis=(2, 4))
+
+
+def _patches(x, kernel_size: Sequence[int]):
+  """[batch, h, w, c] -> [batch, h - kh + 1, w - kw + 1, kh * kw * c] ('VALID' im2col)."""
+  kh, kw = kernel_size
+  out_h, out_w = x.shape[1] - kh + 1, x.shape[2] - kw + 1
+  if out_h < 1 or out_w < 1:
+    raise ValueError(f'Input {x.shape} is smaller than the kernel {tuple(kernel_size)}.')
+  shifted = [x[:, i:i + out_h, j:j + out_w] for i in range(kh) for j in range(kw)]
+  return jnp.concatenate(shifted, axis=-1)
+
+
+class ValidConv(nn.Module):
+  """A stride-1 'VALID' convolution with `nn.Conv`'s parameters (`kernel` [kh, kw, in, out], `bias`).
+
+  `impl` picks how it is computed, with identical parameters and results up to float rounding:
+    'xla': `lax.conv_general_dilated` (best on GPU/TPU).
+    'im2col': patches and one matmul; on XLA:CPU its backward pass is much faster than the native
+      convolution's (see `scripts/bench_seed_cnn.py`).
+    'auto': 'im2col' on CPU when the input has more than one channel, else 'xla'.
+
+  Attributes:
+    features: output channels.
+    kernel_size: (kh, kw).
+    use_bias: add a learned bias.
+    impl: 'auto' | 'xla' | 'im2col'.
+    dtype: computation dtype; parameters stay `param_dtype`.
+    param_dtype: parameter dtype.
+  """
+
+  features: int
+  kernel_size: Sequence[int] = (3, 3)
+  use_bias: bool = True
+  impl: str = 'auto'
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  def _resolved_impl(self, in_features: int) -> str:
+    if self.impl not in ('auto', 'xla', 'im2col'):
+      raise ValueError(f"impl must be 'auto', 'xla' or 'im2col', got {self.impl!r}.")
+    if self.impl != 'auto':
+      return self.impl
+    return 'im2col' if jax.default_backend() == 'cpu' and in_features > 1 else 'xla'
+
+  @nn.compact
+  def __call__(self, x):
+    """Maps [batch, h, w, in] to [batch, h - kh + 1, w - kw + 1, features]."""
+    kh, kw = self.kernel_size
+    in_features = x.shape[-1]
+    kernel = self.param('kernel', nn.initializers.lecun_normal(),
+                        (kh, kw, in_features, self.features), self.param_dtype)
+    x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+    if self._resolved_impl(in_features) == 'im2col':
+      y = jnp.dot(_patches(x, (kh, kw)), kernel.reshape(kh * kw * in_features, self.features))
+    else:
+      y = jax.lax.conv_general_dilated(
+          x, kernel, (1, 1), 'VALID', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    if self.use_bias:
+      bias = self.param('bias', nn.initializers.zeros, (self.features,), self.param_dtype)
+      y = y + bias.astype(self.dtype)
+    return y

@@ -1,0 +1,246 @@
+"""The training loop: epochs of the pure data-parallel step, evaluation, checkpoints, logs.
+
+`fit(config)` is what `scripts/train.py` calls; everything it does is built from the pure pieces
+in `steps.py`, `parallel.py` and `checkpoint.py`, which a larger program can use on their own.
+"""
+
+import dataclasses
+import json
+import math
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from jmed import data as jdata
+from jmed import metrics as jmetrics
+from jmed import models
+from jmed.configs import TrainConfig
+from jmed.optim import make_optimizer
+from jmed.train import checkpoint, parallel, steps
+from jmed.train.state import create_train_state
+
+
+class NonFiniteLossError(FloatingPointError):
+  """The training loss became NaN or infinite."""
+
+
+def _check_labels(dataset, split: str) -> None:
+  labels = dataset.splits[split][1]
+  if labels.size and (labels.min() < 0 or labels.max() >= dataset.num_classes):
+    raise ValueError(f'{dataset.name} {split} labels must lie in [0, {dataset.num_classes}); '
+                     f'found range [{labels.min()}, {labels.max()}].')
+
+
+def _dispatch_groups(dataset_split, cfg: TrainConfig, epoch: int, first_step: int, last_step: int):
+  """Yields (global_step, batches [k, batch, ...]) for steps [first_step, last_step) of `epoch`.
+
+  Batches come from the epoch's seeded permutation, so a run resumed mid-epoch sees exactly the
+  batches an uninterrupted run would.
+  """
+  images, labels = dataset_split
+  it = jdata.train_batches(images, labels, cfg.batch_size, seed=cfg.seed, epoch=epoch)
+  steps_per_epoch = len(images) // cfg.batch_size
+  start = epoch * steps_per_epoch
+  group, group_start = [], None
+  for i, batch in enumerate(it):
+    step = start + i
+    if step < first_step:
+      continue
+    if step >= last_step:
+      break
+    if not group:
+      group_start = step
+    group.append(batch)
+    if len(group) == cfg.steps_per_dispatch:
+      yield group_start, _stack(group)
+      group = []
+  if group:
+    yield group_start, _stack(group)
+
+
+def _stack(batches):
+  return {k: np.stack([b[k] for b in batches]) for k in batches[0]}
+
+
+def evaluate(state, eval_fn, images, labels, batch_size: int, mesh) -> dict:
+  """Loss, accuracy and AUROC of `state` over every example of (images, labels)."""
+  totals = {'loss_sum': 0.0, 'correct': 0.0, 'count': 0.0}
+  probs = []
+  for batch in jdata.eval_batches(images, labels, batch_size):
+    out = jax.device_get(eval_fn(state, parallel.shard_batch(batch, mesh)))
+    for k in totals:
+      totals[k] += float(out[k])
+    probs.append(out['probs'][batch['mask'] > 0])
+  result = jmetrics.classification_metrics(np.concatenate(probs), labels)
+  result['loss'] = totals['loss_sum'] / totals['count']
+  if not math.isclose(totals['count'], len(labels)):
+    raise AssertionError(f'evaluated {totals["count"]} examples of {len(labels)}')
+  return result
+
+
+class _MetricsLog:
+  """Appends one JSON object per line to `path` (flushed at once: nothing lost on a crash)."""
+
+  def __init__(self, path: str, append: bool):
+    self._file = open(path, 'a' if append else 'w')
+
+  def write(self, record: dict) -> None:
+    self._file.write(json.dumps(record) + '\n')
+    self._file.flush()
+
+  def close(self) -> None:
+    self._file.close()
+
+
+def _raise_if_non_finite(losses, first_step: int, ckpt_dir: str, manager) -> None:
+  bad = np.flatnonzero(~np.isfinite(losses))
+  if bad.size:
+    step = first_step + int(bad[0])
+    last = manager.latest_step()
+    saved = f'the last checkpoint (step {last}) is in {ckpt_dir}' if last is not None else (
+        'no checkpoint was saved yet')
+    raise NonFiniteLossError(
+        f'Training loss is {losses[bad[0]]} at step {step}; stopping. Metrics so far are in the '
+        f'metrics log and {saved}. Try a lower learning rate or gradient clipping.')
+
+
+def fit(cfg: TrainConfig, dataset=None) -> dict:
+  """Trains `cfg.model` on `cfg.dataset`; returns the final summary (also in summary.json).
+
+  Args:
+    cfg: the run's config.
+    dataset: an already loaded `jmed.data.Dataset` (default: `load_dataset(cfg.dataset, ...)`).
+  """
+  wall_start = time.perf_counter()
+  if dataset is None:
+    dataset = jdata.load_dataset(cfg.dataset, data_dir=cfg.data_dir, tfds_dir=cfg.tfds_dir)
+  for split in dataset.splits:
+    _check_labels(dataset, split)
+  train_images, train_labels = dataset.splits['train']
+  steps_per_epoch = len(train_images) // cfg.batch_size
+  if steps_per_epoch == 0:
+    raise ValueError(f'batch_size {cfg.batch_size} exceeds the {len(train_images)} training '
+                     'examples.')
+  if cfg.steps_per_dispatch < 1:
+    raise ValueError(f'steps_per_dispatch must be >= 1, got {cfg.steps_per_dispatch}.')
+  total_steps = cfg.epochs * steps_per_epoch
+  last_step = min(total_steps, cfg.max_steps) if cfg.max_steps else total_steps
+
+  mesh = parallel.make_mesh()
+  parallel.check_batch_size(cfg.batch_size, mesh)
+  parallel.check_batch_size(cfg.eval_batch_size, mesh)
+
+  model = models.get_model(cfg.model, num_classes=dataset.num_classes,
+                           dropout_rate=cfg.dropout_rate, dtype=jnp.dtype(cfg.dtype))
+  tx = make_optimizer(cfg.optimizer, total_steps)
+  state = create_train_state(model, tx, train_images[:1], cfg.seed)
+  state = parallel.replicate(state, mesh)
+
+  os.makedirs(cfg.output_dir, exist_ok=True)
+  ckpt_dir = os.path.join(cfg.output_dir, 'checkpoints')
+  manager = checkpoint.make_manager(ckpt_dir, cfg.keep_checkpoints)
+  if cfg.resume:
+    state = checkpoint.restore_latest(manager, state)
+  elif manager.latest_step() is not None:
+    raise FileExistsError(f'{ckpt_dir} already holds checkpoints; pass resume=True (--resume) to '
+                          'continue that run or choose another output_dir.')
+  with open(os.path.join(cfg.output_dir, 'config.json'), 'w') as f:
+    json.dump(dataclasses.asdict(cfg), f, indent=2)
+  log = _MetricsLog(os.path.join(cfg.output_dir, 'metrics.jsonl'), append=cfg.resume)
+
+  train_fn = parallel.data_parallel(steps.train_steps, mesh, batch_axis=1)
+  eval_fn = jax.jit(steps.eval_step)
+  step = int(jax.device_get(state.step))
+  timing = {'train_seconds': 0.0, 'train_images': 0, 'compile_seconds': 0.0, 'compiled': False}
+  val_split = 'validation' if 'validation' in dataset.splits else None
+  bar = tqdm(total=last_step, initial=step, unit='step', disable=not cfg.progress,
+             dynamic_ncols=True)
+  try:
+    for epoch in range(step // steps_per_epoch, cfg.epochs):
+      if step >= last_step:
+        break
+      state, record = _train_epoch(
+          cfg, state, train_fn, mesh, manager, ckpt_dir, (train_images, train_labels), epoch,
+          step, min(last_step, (epoch + 1) * steps_per_epoch), timing, bar)
+      step = record['step']
+      if val_split:
+        val = evaluate(state, eval_fn, *dataset.splits[val_split], cfg.eval_batch_size, mesh)
+        record.update({f'val_{k}': v for k, v in val.items()})
+      log.write(record)
+      checkpoint.save(manager, state)
+  finally:
+    bar.close()
+    manager.wait_until_finished()
+    log.close()
+
+  test = evaluate(state, eval_fn, *dataset.splits['test'], cfg.eval_batch_size, mesh)
+  summary = {
+      'model': cfg.model, 'dataset': cfg.dataset, 'steps': step, 'epochs': cfg.epochs,
+      'batch_size': cfg.batch_size, 'devices': mesh.devices.size,
+      **{f'test_{k}': v for k, v in test.items()},
+      'train_images_per_sec': timing['train_images'] / max(timing['train_seconds'], 1e-9),
+      'compile_seconds': timing['compile_seconds'],
+      'wall_seconds': time.perf_counter() - wall_start,
+  }
+  with open(os.path.join(cfg.output_dir, 'summary.json'), 'w') as f:
+    json.dump(summary, f, indent=2)
+  return summary
+
+
+def _train_epoch(cfg, state, train_fn, mesh, manager, ckpt_dir, train_split, epoch,
+                 first_step, last_step, timing, bar):
+  """Runs steps [first_step, last_step) of `epoch`; returns (state, the epoch's record).
+
+  The loss of each dispatch is read one dispatch later, so checking it for NaN never stalls
+  the device. The run's first dispatch (which compiles) is timed apart from training.
+  """
+  sums = {'loss_sum': 0.0, 'correct': 0.0, 'count': 0}
+  pending = None  # (first step, metrics) of the dispatch whose results are not yet read
+  epoch_start = steady_start = time.perf_counter()
+  groups = jdata.prefetch(
+      _dispatch_groups(train_split, cfg, epoch, first_step, last_step),
+      transform=lambda g: (g[0], parallel.shard_batch(g[1], mesh, batch_axis=1)))
+
+  def consume(pending):
+    group_step, metrics = pending
+    metrics = jax.device_get(metrics)
+    _raise_if_non_finite(metrics['loss_sum'] / metrics['count'], group_step, ckpt_dir, manager)
+    for k in sums:
+      sums[k] += metrics[k].sum()
+
+  step = first_step
+  for group_step, batches in groups:
+    t0 = time.perf_counter()
+    state, metrics = train_fn(state, batches)
+    k = int(batches['label'].shape[0])
+    if pending is not None:
+      consume(pending)
+    pending = (group_step, metrics)
+    step = group_step + k
+    if cfg.checkpoint_every and step // cfg.checkpoint_every > group_step // cfg.checkpoint_every:
+      checkpoint.save(manager, state)
+    if not timing['compiled']:
+      jax.block_until_ready(state.step)
+      timing['compile_seconds'] = time.perf_counter() - t0
+      timing['compiled'] = True
+      steady_start = time.perf_counter()
+    else:
+      timing['train_images'] += k * cfg.batch_size
+    bar.update(k)
+    if sums['count']:
+      rate = (bar.format_dict['rate'] or 0) * cfg.batch_size
+      bar.set_postfix(epoch=epoch, loss=f'{sums["loss_sum"] / sums["count"]:.4f}',
+                      img_s=f'{rate:.0f}', refresh=False)
+  if pending is not None:
+    consume(pending)
+  jax.block_until_ready(state.step)
+  end = time.perf_counter()
+  timing['train_seconds'] += end - steady_start
+  count = max(sums['count'], 1)
+  return state, {'epoch': epoch, 'step': step, 'train_loss': sums['loss_sum'] / count,
+                 'train_accuracy': sums['correct'] / count, 'epoch_seconds': end - epoch_start,
+                 'images_per_sec': sums['count'] / (end - epoch_start)}

@@ -1,0 +1,35 @@
+"""The functional training state: everything a step reads and writes, in one pytree."""
+
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+from flax.training import train_state
+
+
+class TrainState(train_state.TrainState):
+  """flax's TrainState (step, apply_fn, params, tx, opt_state) plus model state and a PRNG key.
+
+  Attributes:
+    batch_stats: mutable model collections such as BatchNorm statistics ({} if none).
+    rng: base key; each step folds in its step number for dropout.
+  """
+
+  batch_stats: Any = flax.struct.field(default_factory=dict)
+  rng: jax.Array = None
+
+
+def create_train_state(model, tx: optax.GradientTransformation, sample_input, seed: int):
+  """Initialises parameters from `sample_input` ([batch, ...], one example suffices).
+
+  The init key and the step key are split from `seed`, so a run is reproducible from its seed.
+  """
+  init_rng, step_rng = jax.random.split(jax.random.key(seed))
+  variables = model.init({'params': init_rng, 'dropout': init_rng}, jnp.asarray(sample_input),
+                         train=False)
+  params = variables['params']
+  batch_stats = {k: v for k, v in variables.items() if k != 'params'}
+  return TrainState.create(apply_fn=model.apply, params=params, tx=tx, batch_stats=batch_stats,
+                           rng=step_rng)
