@@ -28,13 +28,6 @@ class NonFiniteLossError(FloatingPointError):
   """The training loss became NaN or infinite."""
 
 
-def _check_labels(dataset, split: str) -> None:
-  labels = dataset.splits[split][1]
-  if labels.size and (labels.min() < 0 or labels.max() >= dataset.num_classes):
-    raise ValueError(f'{dataset.name} {split} labels must lie in [0, {dataset.num_classes}); '
-                     f'found range [{labels.min()}, {labels.max()}].')
-
-
 def _dispatch_groups(dataset_split, cfg: TrainConfig, epoch: int, first_step: int, last_step: int):
   """Yields (global_step, batches [k, batch, ...]) for steps [first_step, last_step) of `epoch`.
 
@@ -118,8 +111,6 @@ def fit(cfg: TrainConfig, dataset=None) -> dict:
   wall_start = time.perf_counter()
   if dataset is None:
     dataset = jdata.load_dataset(cfg.dataset, data_dir=cfg.data_dir, tfds_dir=cfg.tfds_dir)
-  for split in dataset.splits:
-    _check_labels(dataset, split)
   train_images, train_labels = dataset.splits['train']
   steps_per_epoch = len(train_images) // cfg.batch_size
   if steps_per_epoch == 0:
@@ -213,28 +204,33 @@ def _train_epoch(cfg, state, train_fn, mesh, manager, ckpt_dir, train_split, epo
       sums[k] += metrics[k].sum()
 
   step = first_step
-  for group_step, batches in groups:
-    t0 = time.perf_counter()
-    state, metrics = train_fn(state, batches)
-    k = int(batches['label'].shape[0])
-    if pending is not None:
-      consume(pending)
-    pending = (group_step, metrics)
-    step = group_step + k
-    if cfg.checkpoint_every and step // cfg.checkpoint_every > group_step // cfg.checkpoint_every:
-      checkpoint.save(manager, state)
-    if not timing['compiled']:
-      jax.block_until_ready(state.step)
-      timing['compile_seconds'] = time.perf_counter() - t0
-      timing['compiled'] = True
-      steady_start = time.perf_counter()
-    else:
-      timing['train_images'] += k * cfg.batch_size
-    bar.update(k)
-    if sums['count']:
-      rate = (bar.format_dict['rate'] or 0) * cfg.batch_size
-      bar.set_postfix(epoch=epoch, loss=f'{sums["loss_sum"] / sums["count"]:.4f}',
-                      img_s=f'{rate:.0f}', refresh=False)
+  try:
+    for group_step, batches in groups:
+      t0 = time.perf_counter()
+      state, metrics = train_fn(state, batches)
+      k = int(batches['label'].shape[0])
+      if pending is not None:
+        consume(pending)
+      pending = (group_step, metrics)
+      step = group_step + k
+      if cfg.checkpoint_every and step // cfg.checkpoint_every > group_step // cfg.checkpoint_every:
+        consume(pending)  # never checkpoint a state whose loss was not checked
+        pending = None
+        checkpoint.save(manager, state)
+      if not timing['compiled']:
+        jax.block_until_ready(state.step)
+        timing['compile_seconds'] = time.perf_counter() - t0
+        timing['compiled'] = True
+        steady_start = time.perf_counter()
+      else:
+        timing['train_images'] += k * cfg.batch_size
+      bar.update(k)
+      if sums['count']:
+        rate = (bar.format_dict['rate'] or 0) * cfg.batch_size
+        bar.set_postfix(epoch=epoch, loss=f'{sums["loss_sum"] / sums["count"]:.4f}',
+                        img_s=f'{rate:.0f}', refresh=False)
+  finally:
+    groups.close()  # stops the producer thread on an error too
   if pending is not None:
     consume(pending)
   jax.block_until_ready(state.step)

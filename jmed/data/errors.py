@@ -1,0 +1,16 @@
+"""Errors raised by jmed's data loaders."""
+
+
+class DataError(ValueError):
+  """A data file is corrupt or inconsistent, or a dataset request is invalid.
+
+  The message always names the offending file (or the bad argument), so a
+  single exception is enough to tell the user what to fix.
+  """
+
+
+class MissingDataError(DataError, FileNotFoundError):
+  """A required data file does not exist; the message names its path.
+
+  Subclasses both `DataError` and `FileNotFoundError`, so either can be caught.
+  """

@@ -1,0 +1,217 @@
+"""A pure-NumPy input pipeline: shuffled train batches, padded eval batches.
+
+Batches are dicts of host arrays:
+
+  train: {'image': [batch, height, width, channels] float32, 'label': [batch]}
+  eval:  the same plus 'mask': [batch] float32, 0 on padding.
+
+Labels are int32 `[batch]` (or `[batch, num_labels]` for multi-label data).
+"""
+
+import queue
+import threading
+from typing import Any, Callable, Dict, Iterable, Iterator, Optional
+
+import numpy as np
+
+Batch = Dict[str, np.ndarray]
+
+
+def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
+  """The training order of epoch `epoch`: a permutation of `range(n)`.
+
+  Drawn from `np.random.default_rng((seed, epoch))`, so it is the same for the
+  same `(seed, epoch)` and differs across epochs. A train loop may gather with
+  it on device instead of calling `train_batches`.
+
+  Returns:
+    int64 indices `[n]`.
+  """
+  if n < 0 or seed < 0 or epoch < 0:
+    raise ValueError(f'n, seed and epoch must be >= 0, got {n}, {seed}, '
+                     f'{epoch}.')
+  return np.random.default_rng((seed, epoch)).permutation(n)
+
+
+def train_batches(images: np.ndarray, labels: np.ndarray, batch_size: int, *,
+                  seed: int, epoch: int,
+                  drop_remainder: bool = True) -> Iterator[Batch]:
+  """Batches of one shuffled training epoch.
+
+  Args:
+    images: float `[n, height, width, channels]`.
+    labels: integer `[n]` or `[n, num_labels]`.
+    batch_size: examples per batch.
+    seed: base seed of the shuffle.
+    epoch: epoch index; order is `epoch_permutation(n, seed, epoch)`.
+    drop_remainder: drop the last incomplete batch (static shapes for jit).
+
+  Returns:
+    An iterator of `{'image': [b, h, w, c] float32, 'label': [b] int32}`,
+    b = batch_size (except possibly the last batch when `drop_remainder` is
+    False). Arguments are checked at call time.
+  """
+  n = _check(images, labels, batch_size)
+  if drop_remainder and n < batch_size:
+    raise ValueError(f'batch_size {batch_size} > {n} examples: with '
+                     'drop_remainder=True no batch would be produced.')
+  order = epoch_permutation(n, seed, epoch)
+  stop = n - n % batch_size if drop_remainder else n
+  return _gather_batches(images, labels, order[:stop], batch_size)
+
+
+def _gather_batches(images, labels, order, batch_size) -> Iterator[Batch]:
+  """Yields `images[order]`, `labels[order]` in chunks of `batch_size`."""
+  for start in range(0, len(order), batch_size):
+    index = order[start:start + batch_size]
+    yield {'image': images[index].astype(np.float32, copy=False),
+           'label': labels[index].astype(np.int32, copy=False)}
+
+
+def eval_batches(images: np.ndarray, labels: np.ndarray,
+                 batch_size: int) -> Iterator[Batch]:
+  """Batches holding every example once, in order, at a fixed batch size.
+
+  The last batch is zero-padded to `batch_size`; its 'mask' is 1 on real
+  examples and 0 on padding, so metrics weighted by the mask count each
+  example exactly once while shapes stay static for jit.
+
+  Args:
+    images: float `[n, height, width, channels]`.
+    labels: integer `[n]` or `[n, num_labels]`.
+    batch_size: examples per batch.
+
+  Returns:
+    An iterator of `{'image': [batch_size, h, w, c] float32,
+    'label': [batch_size] int32, 'mask': [batch_size] float32}`. Arguments
+    are checked at call time.
+  """
+  _check(images, labels, batch_size)
+  return _padded_batches(images, labels, batch_size)
+
+
+def _padded_batches(images, labels, batch_size) -> Iterator[Batch]:
+  """Yields consecutive batches, the last one zero-padded and masked."""
+  for start in range(0, len(images), batch_size):
+    stop = start + batch_size
+    batch = {'image': images[start:stop].astype(np.float32, copy=False),
+             'label': labels[start:stop].astype(np.int32, copy=False)}
+    real = len(batch['label'])
+    batch = {key: _pad(value, batch_size) for key, value in batch.items()}
+    batch['mask'] = (np.arange(batch_size) < real).astype(np.float32)
+    yield batch
+
+
+def _pad(x: np.ndarray, size: int) -> np.ndarray:
+  """Zero-pads `x` along axis 0 to `size` rows."""
+  if len(x) == size:
+    return x
+  padding = [(0, size - len(x))] + [(0, 0)] * (x.ndim - 1)
+  return np.pad(x, padding)
+
+
+def _check(images: np.ndarray, labels: np.ndarray, batch_size: int) -> int:
+  """Validates batching arguments; returns the number of examples."""
+  if not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
+    raise ValueError(f'batch_size must be a positive int, got {batch_size!r}.')
+  if images.ndim != 4:
+    raise ValueError('images must be [n, height, width, channels], got shape '
+                     f'{images.shape}.')
+  if labels.ndim not in (1, 2):
+    raise ValueError(f'labels must be [n] or [n, num_labels], got shape '
+                     f'{labels.shape}.')
+  if len(images) != len(labels):
+    raise ValueError(f'{len(images)} images but {len(labels)} labels.')
+  if not np.issubdtype(images.dtype, np.floating):
+    raise ValueError(f'images must be floating point (e.g. float32 in [0, 1]),'
+                     f' got {images.dtype}.')
+  return len(images)
+
+
+_END = object()
+
+
+class _Raised:
+  """Carries a producer exception to the consumer."""
+
+  def __init__(self, error: BaseException):
+    self.error = error
+
+
+def prefetch(iterator: Iterable[Any], size: int = 2, *,
+             transform: Optional[Callable[[Any], Any]] = None) -> Iterator[Any]:
+  """Runs `iterator` (and `transform`) in a background thread, `size` ahead.
+
+  Args:
+    iterator: any iterable, e.g. `train_batches(...)`.
+    size: how many items may wait in the queue.
+    transform: optional function applied to each item in the background
+      thread, e.g. `jax.device_put` to overlap host-to-device copies.
+
+  Returns:
+    An iterator over the (transformed) items, in order. An exception raised by
+    `iterator` or `transform` is re-raised by the consumer's `next`.
+  """
+  if size < 1:
+    raise ValueError(f'size must be >= 1, got {size}.')
+  return _Prefetcher(iter(iterator), size, transform)
+
+
+class _Prefetcher:
+  """Iterator side of `prefetch`; stops its daemon thread when closed."""
+
+  def __init__(self, iterator, size, transform):
+    self._queue = queue.Queue(maxsize=size)
+    self._stop = threading.Event()
+    self._done = False
+    self._thread = threading.Thread(
+        target=_produce, args=(iterator, transform, self._queue, self._stop),
+        name='jmed-prefetch', daemon=True)
+    self._thread.start()
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    if self._done:
+      raise StopIteration
+    item = self._queue.get()
+    if item is _END or isinstance(item, _Raised):
+      self._done = True
+      if isinstance(item, _Raised):
+        raise item.error
+      raise StopIteration
+    return item
+
+  def close(self):
+    """Stops the producer thread early (it exits at its next item)."""
+    self._done = True
+    self._stop.set()
+
+  def __del__(self):
+    self._stop.set()
+
+
+def _produce(iterator, transform, out: queue.Queue, stop: threading.Event):
+  """Thread body: pushes items, then `_END` or the exception raised."""
+  try:
+    for item in iterator:
+      if transform is not None:
+        item = transform(item)
+      if not _put(out, item, stop):
+        return
+  except BaseException as error:  # pylint: disable=broad-except
+    _put(out, _Raised(error), stop)
+    return
+  _put(out, _END, stop)
+
+
+def _put(out: queue.Queue, item: Any, stop: threading.Event) -> bool:
+  """Puts `item` unless `stop` is set first; returns whether it was put."""
+  while not stop.is_set():
+    try:
+      out.put(item, timeout=0.1)
+      return True
+    except queue.Full:
+      continue
+  return False

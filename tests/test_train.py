@@ -1,0 +1,150 @@
+"""The pure train/eval steps, data-parallel equivalence and the loop's guards."""
+
+import dataclasses
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import REPO, subset
+from jmed import data as jdata
+from jmed.configs import OptimizerConfig, TrainConfig
+from jmed.models import SeedCNN
+from jmed.optim import make_optimizer
+from jmed.train import parallel, steps
+from jmed.train.loop import NonFiniteLossError, fit
+from jmed.train.state import create_train_state
+
+
+def _state(seed=0, dropout=0.0):
+  tx = make_optimizer(OptimizerConfig(name='sgd', learning_rate=0.05, momentum=0.9))
+  return create_train_state(SeedCNN(dropout_rate=dropout), tx, np.zeros((1, 28, 28, 1)), seed)
+
+
+def _batches(mnist, steps_, batch):
+  images, labels = mnist.splits['train']
+  n = steps_ * batch
+  return {'image': images[:n].reshape(steps_, batch, 28, 28, 1),
+          'label': labels[:n].reshape(steps_, batch)}
+
+
+def test_train_step_is_pure_and_learns(mnist):
+  batch = jax.tree.map(lambda x: x[0], _batches(mnist, 1, 64))
+  state = _state()
+  step = jax.jit(steps.train_step)
+  new_a, m_a = step(state, batch)
+  new_b, m_b = step(state, batch)  # same input, same output: no hidden state
+  np.testing.assert_array_equal(m_a['loss_sum'], m_b['loss_sum'])
+  assert int(new_a.step) == 1 and int(m_a['count']) == 64
+  first = float(m_a['loss_sum']) / 64
+  for _ in range(30):
+    state, metrics = step(state, batch)
+  assert float(metrics['loss_sum']) / 64 < 0.3 * first
+
+
+def test_train_steps_equals_sequential_steps(mnist):
+  batches = _batches(mnist, 3, 16)
+  multi, multi_metrics = jax.jit(steps.train_steps)(_state(dropout=0.3), batches)
+  state = _state(dropout=0.3)
+  losses = []
+  for i in range(3):
+    state, m = jax.jit(steps.train_step)(state, jax.tree.map(lambda x: x[i], batches))
+    losses.append(m['loss_sum'])
+  np.testing.assert_allclose(multi_metrics['loss_sum'], losses, rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(multi.params), jax.tree.leaves(state.params)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_eval_step_masks_padding(mnist):
+  images, labels = mnist.splits['test']
+  batch = next(jdata.eval_batches(images[:5], labels[:5], 8))
+  out = jax.jit(steps.eval_step)(_state(), batch)
+  assert float(out['count']) == 5 and out['probs'].shape == (8, 10)
+  np.testing.assert_allclose(out['probs'].sum(-1), 1.0, rtol=1e-5)
+
+
+_PARALLEL_WORKER = textwrap.dedent('''
+    import sys, numpy as np, jax
+    from jmed.configs import OptimizerConfig
+    from jmed.models import SeedCNN
+    from jmed.optim import make_optimizer
+    from jmed.train import parallel, steps
+    from jmed.train.state import create_train_state
+    batches = dict(np.load(sys.argv[1]))
+    mesh = parallel.make_mesh()
+    tx = make_optimizer(OptimizerConfig(name='adam', learning_rate=1e-3))
+    state = create_train_state(SeedCNN(dropout_rate=0.5), tx, batches['image'][0, :1], 0)
+    state = parallel.replicate(state, mesh)
+    train = parallel.data_parallel(steps.train_steps, mesh, batch_axis=1)
+    state, metrics = train(state, parallel.shard_batch(batches, mesh, batch_axis=1))
+    flat = np.concatenate([np.ravel(x) for x in jax.tree.leaves(jax.device_get(state.params))])
+    np.savez(sys.argv[2], params=flat, loss=np.asarray(metrics['loss_sum']),
+             devices=len(jax.devices()))
+    try:
+      parallel.shard_batch({'image': np.zeros((30, 28, 28, 1), np.float32)}, mesh)
+    except ValueError as e:
+      print('ERROR:', e)
+''')
+
+
+def _run_worker(tmp_path, devices, batches_path):
+  out = tmp_path / f'out{devices}.npz'
+  env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}',
+             JAX_PLATFORMS='cpu', PYTHONPATH=str(REPO))
+  proc = subprocess.run([sys.executable, '-c', _PARALLEL_WORKER, str(batches_path), str(out)],
+                        env=env, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return dict(np.load(out)), proc.stdout
+
+
+def test_four_devices_equal_one_device(tmp_path, mnist):
+  """Three Adam steps with dropout on a global batch of 32, split over 4 CPU devices."""
+  path = tmp_path / 'batches.npz'
+  np.savez(path, **_batches(mnist, 3, 32))
+  one, _ = _run_worker(tmp_path, 1, path)
+  four, stdout = _run_worker(tmp_path, 4, path)
+  assert int(one['devices']) == 1 and int(four['devices']) == 4
+  np.testing.assert_allclose(four['loss'], one['loss'], rtol=1e-5)
+  np.testing.assert_allclose(four['params'], one['params'], rtol=1e-4, atol=1e-6)
+  assert 'not divisible by the 4 devices' in stdout
+
+
+def test_check_batch_size_message():
+  mesh = parallel.make_mesh()
+  parallel.check_batch_size(32, mesh)
+  fake = type('M', (), {'devices': np.zeros(4)})()
+  with pytest.raises(ValueError, match='30 is not divisible by the 4 devices'):
+    parallel.check_batch_size(30, fake)
+
+
+def _cfg(tmp_path, **kw):
+  base = dict(dataset='mnist', epochs=1, batch_size=32, eval_batch_size=100,
+              output_dir=str(tmp_path / 'run'), progress=False)
+  return TrainConfig(**{**base, **kw})
+
+
+def test_nan_loss_stops_naming_the_step(tmp_path, mnist):
+  # Adam's first step moves every weight by ~lr: activations overflow to inf, the loss to NaN.
+  cfg = _cfg(tmp_path, optimizer=OptimizerConfig(name='adam', learning_rate=1e30))
+  with pytest.raises(NonFiniteLossError, match=r'at step \d+'):
+    fit(cfg, dataset=subset(mnist, 640, 100))
+  # Nothing lost: the config was written before training started.
+  assert (tmp_path / 'run' / 'config.json').exists()
+
+
+def test_labels_out_of_range_are_rejected(mnist):
+  images, labels = mnist.splits['train']
+  with pytest.raises(ValueError, match='label'):
+    dataclasses.replace(mnist, splits={'train': (images, labels + 5),
+                                       'test': mnist.splits['test']})
+
+
+def test_refuses_to_overwrite_a_run_without_resume(tmp_path, mnist):
+  small = subset(mnist, 64, 50)
+  fit(_cfg(tmp_path, eval_batch_size=50), dataset=small)
+  with pytest.raises(FileExistsError, match='resume'):
+    fit(_cfg(tmp_path, eval_batch_size=50), dataset=small)
