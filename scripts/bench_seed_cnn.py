@@ -2,9 +2,11 @@
 """Training throughput of jmed's seed CNN against the seed's own Keras model, in one run.
 
 Same data (MNIST offline protocol, 8,000 training images), batch, epochs and machine; rounds
-alternate jmed and Keras so that both see the same machine state. jmed's figure is what
-`jmed.train.fit` reports (compilation excluded); Keras' is `model.fit` wall time after a warm-up
-fit (tracing excluded). Needs TensorFlow: `pip install -e .[bench]`.
+alternate jmed and Keras so that both see the same machine state. Each round runs in its own
+process: TensorFlow's and XLA's thread pools in one process slow each other down (measured: both
+lose about a third). jmed's figure is what `jmed.train.fit` reports (compilation excluded);
+Keras' is `model.fit` wall time after a warm-up fit (tracing excluded). Needs TensorFlow:
+`pip install -e .[bench]`.
 
   python scripts/bench_seed_cnn.py --data-dir ../shared/data --rounds 3
 """
@@ -13,6 +15,7 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -31,10 +34,24 @@ def jmed_round(dataset, args, steps_per_dispatch) -> float:
     return fit(cfg, dataset=dataset)['train_images_per_sec']
 
 
-def keras_round(model, x, y, args) -> float:
+def keras_round(dataset, args) -> float:
+  import keras_seed
+  x, y = dataset.splits['train']
+  model = keras_seed.compile_model(keras_seed.build_model(dataset.num_classes, x.shape[1:]))
+  model.fit(x[:20 * args.batch_size], y[:20 * args.batch_size], batch_size=args.batch_size,
+            epochs=1, verbose=0)  # warm-up: tracing and graph building
   start = time.perf_counter()
   model.fit(x, y, batch_size=args.batch_size, epochs=args.epochs, verbose=0)
   return args.epochs * len(x) / (time.perf_counter() - start)
+
+
+def run_worker(peer: str, argv) -> float:
+  """Runs one round of `peer` in a fresh process; returns its images/s."""
+  proc = subprocess.run([sys.executable, os.path.abspath(__file__), '--worker', peer, *argv],
+                        capture_output=True, text=True, check=False)
+  if proc.returncode:
+    raise RuntimeError(f'{peer} round failed:\n{proc.stderr[-3000:]}')
+  return float(proc.stdout.strip().splitlines()[-1])
 
 
 def main(argv=None) -> int:
@@ -46,26 +63,27 @@ def main(argv=None) -> int:
   parser.add_argument('--rounds', type=int, default=3)
   parser.add_argument('--steps-per-dispatch', type=int, default=4)
   parser.add_argument('--output', default=None, help='also write the results JSON here')
+  parser.add_argument('--worker', choices=('jmed', 'keras'), help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
+  argv = sys.argv[1:] if argv is None else argv
 
-  from jmed import data as jdata
-  import keras_seed
-
-  dataset = jdata.load_dataset(args.dataset, data_dir=args.data_dir)
-  x, y = dataset.splits['train']
-  model = keras_seed.compile_model(keras_seed.build_model(dataset.num_classes, x.shape[1:]))
-  model.fit(x[:20 * args.batch_size], y[:20 * args.batch_size], batch_size=args.batch_size,
-            epochs=1, verbose=0)  # warm-up: tracing and graph building
+  if args.worker:
+    from jmed import data as jdata
+    dataset = jdata.load_dataset(args.dataset, data_dir=args.data_dir)
+    rate = (jmed_round(dataset, args, args.steps_per_dispatch) if args.worker == 'jmed' else
+            keras_round(dataset, args))
+    print(rate)
+    return 0
 
   results = {'jmed': [], 'keras': []}
   for r in range(args.rounds):
-    results['jmed'].append(jmed_round(dataset, args, args.steps_per_dispatch))
-    results['keras'].append(keras_round(model, x, y, args))
+    for peer in ('jmed', 'keras'):
+      results[peer].append(run_worker(peer, argv))
     print(f'round {r}: jmed {results["jmed"][-1]:.0f} images/s, '
           f'keras {results["keras"][-1]:.0f} images/s', flush=True)
   med = {k: statistics.median(v) for k, v in results.items()}
   report = {
-      'dataset': args.dataset, 'train_images': len(x), 'batch_size': args.batch_size,
+      'dataset': args.dataset, 'batch_size': args.batch_size,
       'epochs_per_round': args.epochs, 'rounds': args.rounds,
       'steps_per_dispatch': args.steps_per_dispatch, 'cpu_count': os.cpu_count(),
       'jmed_images_per_sec': results['jmed'], 'keras_images_per_sec': results['keras'],

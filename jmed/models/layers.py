@@ -1,6 +1,6 @@
 """Building blocks shared by jmed's image models."""
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -52,6 +52,7 @@ class ValidConv(nn.Module):
     kernel_size: (kh, kw).
     use_bias: add a learned bias.
     impl: 'auto' | 'xla' | 'im2col'.
+    kernel_init: initializer of the kernel (flax's default, LeCun normal, unless given).
     dtype: computation dtype; parameters stay `param_dtype`.
     param_dtype: parameter dtype.
   """
@@ -60,6 +61,7 @@ class ValidConv(nn.Module):
   kernel_size: Sequence[int] = (3, 3)
   use_bias: bool = True
   impl: str = 'auto'
+  kernel_init: Callable = nn.initializers.lecun_normal()
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
 
@@ -75,7 +77,7 @@ class ValidConv(nn.Module):
     """Maps [batch, h, w, in] to [batch, h - kh + 1, w - kw + 1, features]."""
     kh, kw = self.kernel_size
     in_features = x.shape[-1]
-    kernel = self.param('kernel', nn.initializers.lecun_normal(),
+    kernel = self.param('kernel', self.kernel_init,
                         (kh, kw, in_features, self.features), self.param_dtype)
     x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
     if self._resolved_impl(in_features) == 'im2col':

@@ -146,7 +146,7 @@ def fit(cfg: TrainConfig, dataset=None) -> dict:
   train_fn = parallel.data_parallel(steps.train_steps, mesh, batch_axis=1)
   eval_fn = jax.jit(steps.eval_step)
   step = int(jax.device_get(state.step))
-  timing = {'train_seconds': 0.0, 'train_images': 0, 'compile_seconds': 0.0, 'compiled': False}
+  timing = {'train_seconds': 0.0, 'train_images': 0, 'compile_seconds': 0.0, 'compiled': set()}
   val_split = 'validation' if 'validation' in dataset.splits else None
   bar = tqdm(total=last_step, initial=step, unit='step', disable=not cfg.progress,
              dynamic_ncols=True)
@@ -187,7 +187,7 @@ def _train_epoch(cfg, state, train_fn, mesh, manager, ckpt_dir, train_split, epo
   """Runs steps [first_step, last_step) of `epoch`; returns (state, the epoch's record).
 
   The loss of each dispatch is read one dispatch later, so checking it for NaN never stalls
-  the device. The run's first dispatch (which compiles) is timed apart from training.
+  the device. The first dispatch of each size (which compiles) is timed apart from training.
   """
   sums = {'loss_sum': 0.0, 'correct': 0.0, 'count': 0}
   pending = None  # (first step, metrics) of the dispatch whose results are not yet read
@@ -206,9 +206,20 @@ def _train_epoch(cfg, state, train_fn, mesh, manager, ckpt_dir, train_split, epo
   step = first_step
   try:
     for group_step, batches in groups:
-      t0 = time.perf_counter()
-      state, metrics = train_fn(state, batches)
       k = int(batches['label'].shape[0])
+      compiles = k not in timing['compiled']  # a new dispatch size compiles: time it apart
+      if compiles:
+        jax.block_until_ready(state.step)
+        t0 = time.perf_counter()
+        timing['train_seconds'] += t0 - steady_start
+      state, metrics = train_fn(state, batches)
+      if compiles:
+        jax.block_until_ready(state.step)
+        steady_start = time.perf_counter()
+        timing['compile_seconds'] += steady_start - t0
+        timing['compiled'].add(k)
+      else:
+        timing['train_images'] += k * cfg.batch_size
       if pending is not None:
         consume(pending)
       pending = (group_step, metrics)
@@ -217,13 +228,6 @@ def _train_epoch(cfg, state, train_fn, mesh, manager, ckpt_dir, train_split, epo
         consume(pending)  # never checkpoint a state whose loss was not checked
         pending = None
         checkpoint.save(manager, state)
-      if not timing['compiled']:
-        jax.block_until_ready(state.step)
-        timing['compile_seconds'] = time.perf_counter() - t0
-        timing['compiled'] = True
-        steady_start = time.perf_counter()
-      else:
-        timing['train_images'] += k * cfg.batch_size
       bar.update(k)
       if sums['count']:
         rate = (bar.format_dict['rate'] or 0) * cfg.batch_size
