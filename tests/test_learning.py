@@ -15,17 +15,18 @@ SEED_RECIPE = OptimizerConfig(name='sgd', learning_rate=0.01)
 
 
 def test_seed_recipe_learns_pneumoniamnist(tmp_path, data_dir):
-  """Two epochs through the tfds builder (prepared from the local npz into a fresh tfds dir)."""
+  """The full recipe (5 epochs) through the tfds builder, prepared from the local npz into a
+  fresh tfds dir. Seeds 0-2 scored ACC 0.83-0.87, AUROC 0.926-0.931 here (README)."""
   cfg = TrainConfig(dataset='pneumoniamnist', data_dir=str(data_dir),
-                    tfds_dir=str(tmp_path / 'tfds'), epochs=2, optimizer=SEED_RECIPE,
+                    tfds_dir=str(tmp_path / 'tfds'), epochs=5, optimizer=SEED_RECIPE,
                     output_dir=str(tmp_path / 'run'), progress=False)
   summary = fit(cfg)
-  # Chance: 0.625 accuracy (always 'pneumonia'), 0.5 AUROC. Five epochs reach ~0.87 / ~0.93.
-  assert summary['test_accuracy'] > 0.75, summary
-  assert summary['test_auroc'] > 0.85, summary
+  # Chance: 0.625 accuracy (always 'pneumonia'), 0.5 AUROC.
+  assert summary['test_accuracy'] > 0.8, summary
+  assert summary['test_auroc'] > 0.9, summary
   records = [json.loads(l) for l in (tmp_path / 'run' / 'metrics.jsonl').read_text().splitlines()]
-  assert [r['epoch'] for r in records] == [0, 1]
-  assert records[1]['train_loss'] < records[0]['train_loss']
+  assert [r['epoch'] for r in records] == [0, 1, 2, 3, 4]
+  assert records[-1]['train_loss'] < 0.7 * records[0]['train_loss']
   assert 0.5 < records[-1]['val_auroc'] <= 1.0
 
 
