@@ -148,3 +148,10 @@ def test_refuses_to_overwrite_a_run_without_resume(tmp_path, mnist):
   fit(_cfg(tmp_path, eval_batch_size=50), dataset=small)
   with pytest.raises(FileExistsError, match='resume'):
     fit(_cfg(tmp_path, eval_batch_size=50), dataset=small)
+
+
+def test_bad_config_values_fail_clearly(tmp_path, mnist):
+  with pytest.raises(ValueError, match='batch_size must be >= 1'):
+    fit(_cfg(tmp_path, batch_size=0), dataset=mnist)
+  with pytest.raises(ValueError, match='exceeds the 64 training examples'):
+    fit(_cfg(tmp_path, batch_size=128), dataset=subset(mnist, 64, 10))

@@ -109,6 +109,9 @@ def fit(cfg: TrainConfig, dataset=None) -> dict:
     dataset: an already loaded `jmed.data.Dataset` (default: `load_dataset(cfg.dataset, ...)`).
   """
   wall_start = time.perf_counter()
+  for field in ('epochs', 'batch_size', 'eval_batch_size', 'steps_per_dispatch'):
+    if getattr(cfg, field) < 1:
+      raise ValueError(f'{field} must be >= 1, got {getattr(cfg, field)}.')
   if dataset is None:
     dataset = jdata.load_dataset(cfg.dataset, data_dir=cfg.data_dir, tfds_dir=cfg.tfds_dir)
   train_images, train_labels = dataset.splits['train']
@@ -116,8 +119,6 @@ def fit(cfg: TrainConfig, dataset=None) -> dict:
   if steps_per_epoch == 0:
     raise ValueError(f'batch_size {cfg.batch_size} exceeds the {len(train_images)} training '
                      'examples.')
-  if cfg.steps_per_dispatch < 1:
-    raise ValueError(f'steps_per_dispatch must be >= 1, got {cfg.steps_per_dispatch}.')
   total_steps = cfg.epochs * steps_per_epoch
   last_step = min(total_steps, cfg.max_steps) if cfg.max_steps else total_steps
 
@@ -230,7 +231,8 @@ def _train_epoch(cfg, state, train_fn, mesh, manager, ckpt_dir, train_split, epo
         checkpoint.save(manager, state)
       bar.update(k)
       if sums['count']:
-        rate = (bar.format_dict['rate'] or 0) * cfg.batch_size
+        seconds = timing['train_seconds'] + time.perf_counter() - steady_start
+        rate = timing['train_images'] / max(seconds, 1e-9)  # compilation excluded
         bar.set_postfix(epoch=epoch, loss=f'{sums["loss_sum"] / sums["count"]:.4f}',
                         img_s=f'{rate:.0f}', refresh=False)
   finally:
