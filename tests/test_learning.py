@@ -4,10 +4,8 @@ import json
 import subprocess
 import sys
 
-import numpy as np
 
 from conftest import REPO
-from jmed import data as jdata
 from jmed.configs import OptimizerConfig, TrainConfig
 from jmed.train.loop import fit
 

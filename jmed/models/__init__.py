@@ -3,6 +3,8 @@
 from jmed.models.cnn import SeedCNN
 from jmed.models.layers import ValidConv, max_pool
 
+__all__ = ['MODELS', 'SeedCNN', 'ValidConv', 'get_model', 'max_pool']
+
 MODELS = {
     'seed_cnn': SeedCNN,
 }

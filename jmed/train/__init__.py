@@ -1,0 +1,1 @@
+"""Training: a functional TrainState, pure steps, data parallelism, checkpoints, the fit loop."""
