@@ -48,7 +48,8 @@ def main(argv=None) -> int:
   cfg = parse_config(argv)
   try:
     summary = fit(cfg)
-  except (NonFiniteLossError, ValueError, FileNotFoundError, FileExistsError) as e:
+  except (NonFiniteLossError, ValueError, FileNotFoundError, FileExistsError,
+          NotImplementedError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 1
   print(json.dumps(summary, indent=2))

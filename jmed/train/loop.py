@@ -114,6 +114,9 @@ def fit(cfg: TrainConfig, dataset=None) -> dict:
       raise ValueError(f'{field} must be >= 1, got {getattr(cfg, field)}.')
   if dataset is None:
     dataset = jdata.load_dataset(cfg.dataset, data_dir=cfg.data_dir, tfds_dir=cfg.tfds_dir)
+  if dataset.task == 'multilabel':
+    raise NotImplementedError(f'{dataset.name} is multi-label; fit() trains single-label '
+                              'classifiers (softmax cross-entropy) for now.')
   train_images, train_labels = dataset.splits['train']
   steps_per_epoch = len(train_images) // cfg.batch_size
   if steps_per_epoch == 0:
