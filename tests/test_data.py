@@ -3,8 +3,6 @@
 import dataclasses
 import gzip
 import json
-import os
-from pathlib import Path
 import re
 import shutil
 import subprocess
@@ -15,12 +13,12 @@ import threading
 import numpy as np
 import pytest
 
+from conftest import real_data_dir
 from jmed import data
 from jmed.data import medmnist
 from jmed.data import mnist
 
-DATA_DIR = Path(os.environ.get('JMED_DATA_DIR') or
-                Path(__file__).resolve().parents[1].parent / 'shared' / 'data')
+DATA_DIR = real_data_dir()
 T10K_IMAGES = DATA_DIR / 'mnist' / 't10k-images-idx3-ubyte.gz'
 T10K_LABELS = DATA_DIR / 'mnist' / 't10k-labels-idx1-ubyte.gz'
 PNEUMONIA_NPZ = DATA_DIR / 'medmnist' / 'pneumoniamnist.npz'

@@ -8,7 +8,6 @@ threefry each device draws the bits of its own slice of the global mask, so the 
 those of a one-device run. Works unchanged across hosts after `jax.distributed.initialize()`.
 """
 
-
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
