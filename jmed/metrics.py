@@ -1,30 +1,315 @@
-"""Evaluation metrics from gathered predictions, via scikit-learn."""
+"""Classification metrics from gathered predictions, via scikit-learn.
+
+`classification_metrics(probs, labels)` covers the three MedMNIST tasks:
+
+  'binary':     probs [n, 2] softmax probabilities, labels [n] in {0, 1}.
+  'multiclass': probs [n, k] softmax probabilities, labels [n] in [0, k).
+  'multilabel': probs [n, k] independent sigmoid probabilities, labels [n, k]
+                in {1, 0, MISSING}; MISSING (-1) entries are ignored
+                everywhere, label by label.
+
+Conventions:
+  * Thresholded predictions are `p > threshold` (MedMNIST's rule). At 0.5 on a
+    two-column softmax this is the argmax, ties (p = 0.5) going to class 0 as
+    `argmax` does.
+  * Multiclass and multilabel metrics are macro averages over classes (one vs
+    rest) or labels, taken over the classes/labels where the metric is defined;
+    a metric defined for none of them is None.
+  * AUROC and AUPRC are defined only where both classes are present (for
+    multiclass: the class and at least one other); single-class columns are
+    skipped, as MedMNIST's evaluator does for multilabel AUROC.
+  * Sensitivity needs a positive, specificity a negative, F1 a positive label
+    or prediction.
+  * Calibration error (ECE) uses `num_bins` equal-width, right-closed
+    confidence bins (a confidence of 0 falls in the first bin).
+"""
+
+from typing import Optional, Tuple
 
 import numpy as np
 from sklearn import metrics as skm
 
+TASKS = ('binary', 'multiclass', 'multilabel')
+MISSING = -1  # multilabel label value for "not annotated"
+NUM_BINS = 15
+_PROB_TOLERANCE = 1e-5  # float32 softmax may overshoot 1 by an ulp or so
 
-def classification_metrics(probs: np.ndarray, labels: np.ndarray) -> dict:
-  """Accuracy, and AUROC where it is defined.
+
+def classification_metrics(probs, labels, task: Optional[str] = None,
+                           threshold: float = 0.5) -> dict:
+  """Accuracy, AUROC, AUPRC, sensitivity, specificity, F1 and ECE.
 
   Args:
-    probs: [n, classes] class probabilities.
-    labels: [n] integer class ids.
+    probs: [n, k] probabilities: softmax rows for 'binary' (k = 2) and
+      'multiclass', independent sigmoids for 'multilabel'.
+    labels: [n] integer class ids, or [n, k] of 1/0/-1 (missing) for
+      'multilabel'.
+    task: 'binary', 'multiclass', 'multilabel', or None to infer it (see
+      `infer_task`).
+    threshold: positive iff `p > threshold`; used by 'binary' (on probs[:, 1])
+      and 'multilabel' accuracy, sensitivity, specificity and F1. Multiclass
+      predictions are the argmax.
 
   Returns:
-    {'accuracy': ..., 'auroc': ...}; AUROC is binary for two classes (score of class 1), macro
-    one-vs-rest otherwise, and None when the labels hold a single class.
+    Dict of Python floats, None where undefined: 'accuracy', 'auroc', 'auprc',
+    'sensitivity', 'specificity', 'f1', 'ece'; for 'multilabel' also
+    'auroc_per_label', a list of k floats or None.
+
+  Raises:
+    ValueError: on malformed inputs (shapes, NaN probabilities, labels out of
+      range, unknown task, threshold outside [0, 1]).
   """
-  probs, labels = np.asarray(probs, np.float64), np.asarray(labels)
-  out = {'accuracy': float(np.mean(probs.argmax(-1) == labels))}
-  present = np.unique(labels)
-  if len(present) < 2:
-    out['auroc'] = None
-  elif probs.shape[1] == 2:
-    out['auroc'] = float(skm.roc_auc_score(labels, probs[:, 1]))
-  elif len(present) == probs.shape[1]:
-    out['auroc'] = float(skm.roc_auc_score(labels, probs / probs.sum(-1, keepdims=True),
-                                           multi_class='ovr'))
-  else:
-    out['auroc'] = None
-  return out
+  probs, labels, task = _validate(probs, labels, task, threshold)
+  if task == 'binary':
+    return _binary_metrics(probs, labels, threshold)
+  if task == 'multiclass':
+    return _multiclass_metrics(probs, labels)
+  return _multilabel_metrics(probs, labels, threshold)
+
+
+def infer_task(probs, labels) -> str:
+  """'multilabel' for [n, k] labels, else 'binary' for 2 columns, else 'multiclass'."""
+  if np.ndim(labels) == 2:
+    return 'multilabel'
+  return 'binary' if np.shape(probs)[-1] == 2 else 'multiclass'
+
+
+# ---------------------------------------------------------------- per task
+
+
+def _binary_metrics(probs, labels, threshold) -> dict:
+  scores = probs[:, 1]
+  preds = scores > threshold
+  rates = _threshold_rates(labels[:, None] == 1, preds[:, None])
+  return {
+      'accuracy': float(np.mean(preds == labels)),
+      'auroc': binary_auroc(labels, scores),
+      'auprc': binary_auprc(labels, scores),
+      **{k: _mean_defined(v) for k, v in rates.items()},
+      'ece': expected_calibration_error(*calibration_inputs(probs, labels, 'binary')),
+  }
+
+
+def _multiclass_metrics(probs, labels) -> dict:
+  k = probs.shape[1]
+  scores = probs / probs.sum(-1, keepdims=True)  # as roc_auc_score(multi_class='ovr') wants
+  onehot = labels[:, None] == np.arange(k)  # [n, k]
+  preds = probs.argmax(-1)
+  rates = _threshold_rates(onehot, preds[:, None] == np.arange(k))
+  return {
+      'accuracy': float(np.mean(preds == labels)),
+      'auroc': _mean_defined([binary_auroc(onehot[:, c], scores[:, c]) for c in range(k)]),
+      'auprc': _mean_defined([binary_auprc(onehot[:, c], scores[:, c]) for c in range(k)]),
+      **{name: _mean_defined(v) for name, v in rates.items()},
+      'ece': expected_calibration_error(*calibration_inputs(probs, labels, 'multiclass')),
+  }
+
+
+def _multilabel_metrics(probs, labels, threshold) -> dict:
+  observed = labels != MISSING  # [n, k]
+  columns = [(labels[m, j], probs[m, j]) for j, m in enumerate(observed.T)]
+  aurocs = [binary_auroc(y, s) for y, s in columns]
+  accuracies = [float(np.mean((s > threshold) == y)) if len(y) else None for y, s in columns]
+  rates = _threshold_rates(labels == 1, probs > threshold, observed)
+  confidences, correct = calibration_inputs(probs, labels, 'multilabel')
+  return {
+      'accuracy': _mean_defined(accuracies),
+      'auroc': _mean_defined(aurocs),
+      'auprc': _mean_defined([binary_auprc(y, s) for y, s in columns]),
+      **{name: _mean_defined(v) for name, v in rates.items()},
+      'ece': expected_calibration_error(confidences, correct) if len(correct) else None,
+      'auroc_per_label': aurocs,
+  }
+
+
+# ---------------------------------------------------------------- building blocks
+
+
+def binary_auroc(labels, scores) -> Optional[float]:
+  """ROC AUC of scores [n] against 0/1 labels [n]; None unless both classes occur."""
+  labels = np.asarray(labels)
+  if len(np.unique(labels)) < 2:
+    return None
+  return float(skm.roc_auc_score(labels, scores))
+
+
+def binary_auprc(labels, scores) -> Optional[float]:
+  """Average precision of scores [n] against 0/1 labels [n]; None unless both classes occur."""
+  labels = np.asarray(labels)
+  if len(np.unique(labels)) < 2:
+    return None
+  return float(skm.average_precision_score(labels, scores))
+
+
+def binary_sensitivity_specificity(labels, preds) -> Tuple[Optional[float], Optional[float]]:
+  """(TP / (TP + FN), TN / (TN + FP)) of 0/1 preds [n] against 0/1 labels [n].
+
+  Each is None when its denominator is 0 (no positives / no negatives).
+  """
+  labels, preds = np.asarray(labels), np.asarray(preds)
+  if labels.shape != preds.shape or labels.ndim != 1:
+    raise ValueError(f'labels and preds must both be [n]; got {labels.shape} and {preds.shape}.')
+  rates = _threshold_rates(labels[:, None] == 1, preds[:, None] == 1)
+  return _mean_defined(rates['sensitivity']), _mean_defined(rates['specificity'])
+
+
+def _threshold_rates(truth, preds, observed=None) -> dict:
+  """Per-column sensitivity, specificity and F1 (NaN where undefined).
+
+  Args:
+    truth, preds: [n, m] bool, one binary problem per column.
+    observed: optional [n, m] bool; False entries are ignored.
+
+  Returns:
+    {'sensitivity', 'specificity', 'f1'} -> [m] float arrays.
+  """
+  if observed is None:
+    observed = np.ones_like(truth, bool)
+  tp = np.sum(truth & preds & observed, 0)
+  fp = np.sum(~truth & preds & observed, 0)
+  fn = np.sum(truth & ~preds & observed, 0)
+  tn = np.sum(~truth & ~preds & observed, 0)
+  return {'sensitivity': _ratio(tp, tp + fn), 'specificity': _ratio(tn, tn + fp),
+          'f1': _ratio(2 * tp, 2 * tp + fp + fn)}
+
+
+def _ratio(num, den) -> np.ndarray:
+  return np.where(den > 0, num / np.maximum(den, 1), np.nan)
+
+
+def _mean_defined(values) -> Optional[float]:
+  """Mean of the entries that are neither None nor NaN; None if there are none."""
+  kept = [float(v) for v in values if v is not None and not np.isnan(v)]
+  return float(np.mean(kept)) if kept else None
+
+
+# ---------------------------------------------------------------- calibration
+
+
+def calibration_inputs(probs, labels, task: Optional[str] = None) -> Tuple[np.ndarray, np.ndarray]:
+  """(confidences [m], correct [m] bool) that `classification_metrics` calibrates.
+
+  Binary / multiclass: top-label confidence max(probs) and whether the argmax
+  is the label (m = n). Multilabel: every observed (example, label) entry as a
+  binary prediction, confidence max(p, 1 - p), correct iff (p > 0.5) == label.
+  """
+  probs, labels, task = _validate(probs, labels, task, 0.5)
+  if task == 'multilabel':
+    observed = labels != MISSING
+    p, y = probs[observed], labels[observed]
+    return np.maximum(p, 1 - p), (p > 0.5) == (y == 1)
+  return probs.max(-1), probs.argmax(-1) == labels
+
+
+def reliability_bins(confidences, correct, num_bins: int = NUM_BINS) -> dict:
+  """Per-bin statistics of a reliability diagram.
+
+  Args:
+    confidences: [m] confidences in [0, 1].
+    correct: [m] bool (or 0/1), whether each prediction was right.
+    num_bins: number of equal-width bins over [0, 1]; bin b covers
+      (edges[b], edges[b + 1]], and bin 0 also holds confidence 0.
+
+  Returns:
+    {'edges': [num_bins + 1], 'count': [num_bins] int, 'confidence':
+    [num_bins] mean confidence, 'accuracy': [num_bins] fraction correct};
+    means are NaN for empty bins.
+  """
+  confidences, correct = _validate_calibration(confidences, correct, num_bins)
+  edges = np.linspace(0.0, 1.0, num_bins + 1)
+  which = np.searchsorted(edges[1:-1], confidences, side='left')  # right-closed bins
+  count = np.bincount(which, minlength=num_bins)
+  with np.errstate(invalid='ignore', divide='ignore'):
+    mean_conf = np.bincount(which, confidences, num_bins) / count
+    accuracy = np.bincount(which, correct.astype(np.float64), num_bins) / count
+  return {'edges': edges, 'count': count, 'confidence': mean_conf, 'accuracy': accuracy}
+
+
+def expected_calibration_error(confidences, correct, num_bins: int = NUM_BINS) -> float:
+  """sum over bins of (bin count / m) * |accuracy - mean confidence|.
+
+  Args:
+    confidences: [m] confidences in [0, 1], m > 0.
+    correct: [m] bool (or 0/1).
+    num_bins: equal-width bins, as in `reliability_bins`.
+
+  Returns:
+    The ECE, a float in [0, 1].
+  """
+  bins = reliability_bins(confidences, correct, num_bins)
+  full = bins['count'] > 0
+  gaps = np.abs(bins['accuracy'][full] - bins['confidence'][full])
+  return float(np.sum(bins['count'][full] * gaps) / np.sum(bins['count']))
+
+
+# ---------------------------------------------------------------- validation
+
+
+def _validate(probs, labels, task, threshold):
+  """Checks and converts inputs; returns (float64 probs, int64 labels, task)."""
+  probs, labels = np.asarray(probs), np.asarray(labels)
+  if probs.ndim != 2:
+    raise ValueError(f'probs must be [n, classes]; got shape {probs.shape}.')
+  if labels.ndim not in (1, 2):
+    raise ValueError(f'labels must be [n] or [n, labels]; got shape {labels.shape}.')
+  if len(labels) != len(probs):
+    raise ValueError(f'probs has {len(probs)} examples but labels has {len(labels)}.')
+  if len(probs) == 0:
+    raise ValueError('no examples: probs and labels are empty.')
+  task = infer_task(probs, labels) if task is None else task
+  if task not in TASKS:
+    raise ValueError(f'task must be one of {TASKS} or None; got {task!r}.')
+  if not 0.0 <= threshold <= 1.0:
+    raise ValueError(f'threshold must lie in [0, 1]; got {threshold}.')
+  probs = _check_probs(probs, task)
+  labels = _check_labels(labels, probs.shape, task)
+  return probs, labels, task
+
+
+def _check_probs(probs, task) -> np.ndarray:
+  probs = probs.astype(np.float64)
+  if not np.all(np.isfinite(probs)):
+    raise ValueError(f'probs contain {np.sum(~np.isfinite(probs))} NaN or infinite values.')
+  if probs.min() < 0 or probs.max() > 1 + _PROB_TOLERANCE:
+    raise ValueError(f'probs must lie in [0, 1]; got [{probs.min()}, {probs.max()}].')
+  k = probs.shape[1]
+  if task == 'binary' and k != 2:
+    raise ValueError(f"task 'binary' needs probs [n, 2]; got {k} columns.")
+  if task == 'multiclass' and k < 2:
+    raise ValueError(f"task 'multiclass' needs at least 2 columns; got {k}.")
+  if task == 'multiclass' and np.any(probs.sum(-1) <= 0):
+    raise ValueError('multiclass probs have rows summing to 0.')
+  return np.minimum(probs, 1.0)
+
+
+def _check_labels(labels, probs_shape, task) -> np.ndarray:
+  expected = probs_shape if task == 'multilabel' else probs_shape[:1]
+  if labels.shape != expected:
+    raise ValueError(f'task {task!r} needs labels of shape {expected}; got {labels.shape}.')
+  if labels.dtype.kind not in 'biu':
+    if labels.dtype.kind != 'f' or not np.all(labels == np.round(labels)):
+      raise ValueError(f'labels must be integers; got dtype {labels.dtype}.')
+  labels = labels.astype(np.int64)
+  allowed = {'binary': (0, 1), 'multiclass': (0, probs_shape[1] - 1),
+             'multilabel': (MISSING, 1)}[task]
+  if labels.min() < allowed[0] or labels.max() > allowed[1]:
+    raise ValueError(f'task {task!r} needs labels in [{allowed[0]}, {allowed[1]}]; '
+                     f'got values in [{labels.min()}, {labels.max()}].')
+  return labels
+
+
+def _validate_calibration(confidences, correct, num_bins):
+  """Checks calibration inputs; returns (float64 confidences [m], bool correct [m])."""
+  confidences, correct = np.asarray(confidences, np.float64), np.asarray(correct)
+  if confidences.ndim != 1 or correct.shape != confidences.shape:
+    raise ValueError(f'confidences and correct must both be [m]; '
+                     f'got {confidences.shape} and {correct.shape}.')
+  if len(confidences) == 0:
+    raise ValueError('no predictions: confidences is empty.')
+  if not np.all(np.isfinite(confidences)) or confidences.min() < 0 or confidences.max() > 1:
+    raise ValueError('confidences must be finite and lie in [0, 1].')
+  if not np.all((correct == 0) | (correct == 1)):
+    raise ValueError('correct must be bool or 0/1.')
+  if isinstance(num_bins, bool) or not isinstance(num_bins, (int, np.integer)) or num_bins < 1:
+    raise ValueError(f'num_bins must be a positive integer; got {num_bins!r}.')
+  return confidences, correct.astype(bool)
