@@ -1,5 +1,6 @@
-"""jmed.data: datasets (MNIST, MedMNIST) and a NumPy input pipeline."""
+"""jmed.data: datasets (MNIST, MedMNIST, Tox21), a NumPy input pipeline, augmentation."""
 
+from jmed.data import augment
 from jmed.data.datasets import Dataset
 from jmed.data.datasets import load_dataset
 from jmed.data.datasets import NAMES as DATASET_NAMES
@@ -15,6 +16,7 @@ __all__ = [
     'DataError',
     'Dataset',
     'MissingDataError',
+    'augment',
     'epoch_permutation',
     'eval_batches',
     'load_dataset',

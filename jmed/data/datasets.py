@@ -1,12 +1,14 @@
-"""`load_dataset`: one entry point for jmed's image classification datasets.
+"""`load_dataset`: one entry point for jmed's classification datasets.
 
 Offline use: point `data_dir` (or the env var `JMED_DATA_DIR`) at a root
 holding one subfolder per source:
 
   <data_dir>/mnist/t10k-images-idx3-ubyte.gz, ...   (see jmed.data.mnist)
   <data_dir>/medmnist/pneumoniamnist.npz, ...       (see jmed.data.medmnist)
+  <data_dir>/moleculenet/tox21.csv                  (see jmed.data.tox21)
 
-With neither set, datasets are downloaded through TFDS.
+With neither set, MNIST and MedMNIST are downloaded through TFDS; Tox21 must
+be downloaded by hand.
 """
 
 import dataclasses
@@ -17,34 +19,36 @@ import numpy as np
 
 from jmed.data import medmnist
 from jmed.data import mnist
+from jmed.data import tox21
 from jmed.data.errors import DataError, MissingDataError
 
 ENV_VAR = 'JMED_DATA_DIR'
 TASKS = ('binary', 'multiclass', 'multilabel')
-NAMES = ('mnist',) + medmnist.NAMES
+NAMES = ('mnist',) + medmnist.NAMES + ('tox21',)
 
 Split = Tuple[np.ndarray, np.ndarray]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)  # Arrays: compare by identity.
 class Dataset:
-  """An in-memory labelled image dataset; validated on construction.
+  """An in-memory labelled dataset; validated on construction.
 
   Attributes:
-    name: e.g. 'mnist' or 'pneumoniamnist'.
-    splits: split name -> `(images, labels)`: float32 images
-      `[n, height, width, channels]` in [0, 1]; int32 labels `[n]` in
-      [0, num_classes), or `[n, num_classes]` multi-hot for 'multilabel'.
+    name: e.g. 'mnist', 'pneumoniamnist' or 'tox21'.
+    splits: split name -> `(images, labels)`: float32 inputs
+      `[n, *image_shape]` in [0, 1]; int32 labels `[n]` in [0, num_classes),
+      or `[n, num_classes]` for 'multilabel', each 1, 0 or -1 (missing).
     num_classes: number of classes (independent labels for 'multilabel').
     task: 'binary', 'multiclass' or 'multilabel'.
-    image_shape: `(height, width, channels)`.
+    image_shape: the per-example input shape: `(height, width, channels)`
+      for images, `(bits,)` for Tox21's fingerprints.
   """
 
   name: str
   splits: Dict[str, Split]
   num_classes: int
   task: str
-  image_shape: Tuple[int, int, int]
+  image_shape: Tuple[int, ...]
 
   def __post_init__(self):
     validate(self)
@@ -56,22 +60,28 @@ class Dataset:
 
 
 def load_dataset(name: str, data_dir: Optional[str] = None,
-                 tfds_dir: Optional[str] = None) -> Dataset:
-  """Loads dataset `name` as float32 images and int32 labels.
+                 tfds_dir: Optional[str] = None, *,
+                 split_kind: Optional[str] = None) -> Dataset:
+  """Loads dataset `name` as float32 inputs and int32 labels.
 
   Args:
-    name: 'mnist' or a MedMNIST 2D subset (see `NAMES`).
-    data_dir: root with `mnist/` and `medmnist/` subfolders of original files;
-      defaults to `$JMED_DATA_DIR`. If both are unset, data is downloaded
-      through TFDS.
+    name: 'mnist', a MedMNIST 2D subset or 'tox21' (see `NAMES`).
+    data_dir: root with `mnist/`, `medmnist/` and `moleculenet/` subfolders of
+      original files; defaults to `$JMED_DATA_DIR`. If both are unset, MNIST
+      and MedMNIST are downloaded through TFDS.
     tfds_dir: TFDS data directory where MedMNIST is prepared (and online MNIST
       cached); None uses the TFDS default (`$TFDS_DATA_DIR` or
       `~/tensorflow_datasets`).
+    split_kind: how to split datasets without official splits (Tox21):
+      'random' (seed 0; the default) or 'scaffold'. Must be None for the
+      others.
 
   Returns:
     A validated `Dataset`. MNIST has splits 'train' and 'test' (offline with
     only the official test files: its first 8,000 / last 2,000 images, see
-    `jmed.data.mnist`); MedMNIST has 'train', 'validation' and 'test'.
+    `jmed.data.mnist`); MedMNIST and Tox21 have 'train', 'validation' and
+    'test' (Tox21: 80/10/10, 1024-bit Morgan fingerprints, 12 labels with -1
+    for missing, see `jmed.data.tox21`).
 
   Raises:
     DataError: unknown `name` (the message lists valid names), or a missing
@@ -81,6 +91,11 @@ def load_dataset(name: str, data_dir: Optional[str] = None,
     raise DataError(f'Unknown dataset {name!r}; valid names: '
                     f'{", ".join(NAMES)}.')
   data_dir = resolve_data_dir(data_dir)
+  if name == 'tox21':
+    return _load_tox21(data_dir, split_kind or 'random')
+  if split_kind is not None:
+    raise DataError(f'{name} has official splits; split_kind must be None, '
+                    f'got {split_kind!r}.')
   if name == 'mnist':
     raw = _load_mnist(data_dir, tfds_dir)
     num_classes, task, image_shape = (
@@ -125,6 +140,17 @@ def _load_medmnist(name, data_dir, tfds_dir) -> Dict[str, Split]:
   return medmnist.load(name, tfds_dir=tfds_dir, manual_dir=manual_dir)
 
 
+def _load_tox21(data_dir, split_kind) -> Dataset:
+  if data_dir is None:
+    raise MissingDataError(
+        f'Tox21 has no online loader: download {tox21.URL} (MoleculeNet / '
+        'DeepChem) into <data_dir>/moleculenet/ and pass data_dir (or set '
+        f'${ENV_VAR}).')
+  splits = tox21.load(os.path.join(data_dir, 'moleculenet'), split=split_kind)
+  return Dataset(name='tox21', splits=splits, num_classes=len(tox21.TASKS),
+                 task='multilabel', image_shape=splits['train'][0].shape[1:])
+
+
 def validate(dataset: Dataset) -> None:
   """Checks task, shapes, dtypes, sizes, pixel and label ranges.
 
@@ -136,7 +162,7 @@ def validate(dataset: Dataset) -> None:
   if dataset.task == 'binary' and dataset.num_classes != 2:
     raise DataError(f'{dataset.name}: binary task with '
                     f'{dataset.num_classes} classes.')
-  if dataset.num_classes < 1 or len(dataset.image_shape) != 3:
+  if dataset.num_classes < 1 or not dataset.image_shape:
     raise DataError(f'{dataset.name}: bad num_classes {dataset.num_classes} '
                     f'or image_shape {dataset.image_shape}.')
   if not dataset.splits:
@@ -165,7 +191,10 @@ def _validate_labels(where, labels, n, num_classes, multilabel) -> None:
   if labels.dtype != np.int32 or labels.shape != shape:
     raise DataError(f'{where}: labels are {labels.dtype} {labels.shape}, '
                     f'expected int32 {shape}.')
-  high = 2 if multilabel else num_classes
-  if labels.min() < 0 or labels.max() >= high:
-    raise DataError(f'{where}: labels outside [0, {high}): '
+  if multilabel:  # 1, 0 or -1 (missing).
+    if labels.min() < -1 or labels.max() > 1:
+      raise DataError(f'{where}: labels outside {{-1, 0, 1}} (-1 = missing): '
+                      f'[{labels.min()}, {labels.max()}].')
+  elif labels.min() < 0 or labels.max() >= num_classes:
+    raise DataError(f'{where}: labels outside [0, {num_classes}): '
                     f'[{labels.min()}, {labels.max()}].')

@@ -114,9 +114,9 @@ def _check(images: np.ndarray, labels: np.ndarray, batch_size: int) -> int:
   """Validates batching arguments; returns the number of examples."""
   if not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
     raise ValueError(f'batch_size must be a positive int, got {batch_size!r}.')
-  if images.ndim != 4:
-    raise ValueError('images must be [n, height, width, channels], got shape '
-                     f'{images.shape}.')
+  if images.ndim < 2:
+    raise ValueError('inputs must be [n, ...] (images [n, height, width, channels]), got '
+                     f'shape {images.shape}.')
   if labels.ndim not in (1, 2):
     raise ValueError(f'labels must be [n] or [n, num_labels], got shape '
                      f'{labels.shape}.')

@@ -1,0 +1,159 @@
+"""Tests of jmed.data.tox21 on the real MoleculeNet CSV, and of the MLP."""
+
+import importlib.util
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import real_data_dir
+from jmed import data
+from jmed.data import tox21
+from jmed.models.mlp import MLP
+
+CSV = real_data_dir() / 'moleculenet' / 'tox21.csv'
+N_ROWS = 7_823  # Rows of ../shared/data/moleculenet/tox21.csv.
+HAS_RDKIT = importlib.util.find_spec('rdkit') is not None
+
+needs_rdkit = pytest.mark.skipif(not HAS_RDKIT, reason='RDKit not installed.')
+needs_tox21 = pytest.mark.skipif(
+    not (CSV.is_file() and HAS_RDKIT),
+    reason=f'{CSV} not found (set JMED_DATA_DIR to the shared data root) or '
+    'RDKit not installed.')
+
+
+@pytest.fixture(scope='module')
+def table():
+  return tox21.read(CSV)
+
+
+@pytest.fixture(scope='module')
+def dataset():
+  return data.load_dataset('tox21', data_dir=real_data_dir())
+
+
+def _write_csv(path, smiles):
+  header = ','.join(tox21.TASKS + ('mol_id', 'smiles'))
+  rows = [','.join(['0'] * 11 + ['', f'TOX{i}', s]) for i, s in
+          enumerate(smiles)]
+  path.write_text('\n'.join([header] + rows) + '\n')
+  return path
+
+
+@needs_tox21
+def test_table_sizes_and_label_statistics(table):
+  assert len(tox21.TASKS) == 12
+  assert table.labels.shape == (N_ROWS, 12) and table.labels.dtype == np.int32
+  assert len(table.smiles) == len(table.mols) == N_ROWS and not table.skipped
+  assert set(np.unique(table.labels)) == {-1, 0, 1}
+  missing = (table.labels == -1).mean()
+  assert 0.15 < missing < 0.20, missing  # 17.1% in this file.
+  measured = (table.labels != -1).sum(0)
+  rate = (table.labels == 1).sum(0) / measured
+  assert ((0.02 < rate) & (rate < 0.20)).all(), rate  # 2.9% .. 16.2%.
+  assert (measured > 5_000).all()
+
+
+@needs_tox21
+def test_load_dataset_random_split(dataset):
+  assert dataset.task == 'multilabel' and dataset.num_classes == 12
+  assert dataset.image_shape == (1024,)
+  assert dataset.sizes == {'train': 6_258, 'validation': 782, 'test': 783}
+  features, labels = dataset.splits['train']
+  assert features.dtype == np.float32 and labels.dtype == np.int32
+  assert set(np.unique(features)) == {0.0, 1.0}
+  assert 10 < features.sum(1).mean() < 60  # Bits set per molecule.
+
+
+def test_random_split_deterministic_disjoint_covering():
+  first = tox21.random_split(N_ROWS, seed=0)
+  again = tox21.random_split(N_ROWS, seed=0)
+  other = tox21.random_split(N_ROWS, seed=1)
+  for split in tox21.SPLITS:
+    np.testing.assert_array_equal(first[split], again[split])
+  assert not np.array_equal(first['train'], other['train'])
+  every = np.concatenate([first[split] for split in tox21.SPLITS])
+  np.testing.assert_array_equal(np.sort(every), np.arange(N_ROWS))
+  assert [len(first[s]) for s in tox21.SPLITS] == [6_258, 782, 783]
+
+
+@needs_tox21
+def test_scaffold_split_disjoint_and_no_shared_scaffold(table):
+  scaffolds = tox21.scaffolds(table.mols)
+  split = tox21.scaffold_split(scaffolds)
+  np.testing.assert_array_equal(
+      np.sort(np.concatenate(list(split.values()))), np.arange(N_ROWS))
+  sizes = [len(split[s]) for s in tox21.SPLITS]
+  assert 0.75 * N_ROWS < sizes[0] <= 0.8 * N_ROWS and min(sizes) > 0
+  scaffolds = np.array(scaffolds, dtype=object)
+  sets = [set(scaffolds[split[s]]) for s in tox21.SPLITS]
+  assert not (sets[0] & sets[1] or sets[0] & sets[2] or sets[1] & sets[2])
+  # The largest scaffold group (acyclic molecules, '') goes to train.
+  assert '' in sets[0]
+  again = tox21.scaffold_split(list(scaffolds))
+  for s in tox21.SPLITS:
+    np.testing.assert_array_equal(split[s], again[s])
+
+
+def test_scaffold_split_fills_largest_groups_first():
+  keys = ['a'] * 5 + ['b'] * 3 + ['c'] + ['d']  # n = 10: 8 / 1 / 1.
+  split = tox21.scaffold_split(keys)
+  assert split['train'].tolist() == list(range(8))
+  assert split['validation'].tolist() == [9]  # Ties: later index first.
+  assert split['test'].tolist() == [8]
+
+
+@needs_rdkit
+def test_invalid_smiles_names_row_or_is_skipped(tmp_path, caplog):
+  path = _write_csv(tmp_path / 'tox21.csv', ['CCO', 'c1ccccc1O', 'C1CC(',
+                                            'CC(=O)O'])
+  with pytest.raises(data.DataError, match=r'row 3 \(line 4\)') as error:
+    tox21.read(path)
+  assert "'C1CC('" in str(error.value) and str(path) in str(error.value)
+  table = tox21.read(path, skip_invalid=True)
+  assert table.skipped == ((4, 'C1CC('),) and 'skipped 1 rows' in caplog.text
+  assert table.smiles == ('CCO', 'c1ccccc1O', 'CC(=O)O')
+  np.testing.assert_array_equal(table.lines, [2, 3, 5])
+  np.testing.assert_array_equal(table.labels[:, -1], [-1, -1, -1])
+  splits = tox21.load(tmp_path, skip_invalid=True, bits=64)
+  assert sum(len(y) for _, y in splits.values()) == 3
+  assert splits['train'][0].shape == (2, 64)
+
+
+def test_missing_file_names_path(tmp_path):
+  with pytest.raises(data.MissingDataError, match=str(tmp_path)):
+    tox21.load(tmp_path)
+  with pytest.raises(data.MissingDataError, match='moleculenet'):
+    data.load_dataset('tox21', data_dir=tmp_path)
+
+
+def test_dataset_accepts_missing_labels_only_for_multilabel():
+  x = np.zeros((4, 8), np.float32)
+  y = np.array([[-1, 0], [1, 0], [0, 1], [1, -1]], np.int32)
+  ds = data.Dataset('toy', {'train': (x, y)}, 2, 'multilabel', (8,))
+  assert ds.sizes == {'train': 4}
+  with pytest.raises(data.DataError, match='labels outside'):
+    data.Dataset('toy', {'train': (x, y * 2)}, 2, 'multilabel', (8,))
+  with pytest.raises(data.DataError, match='labels outside'):
+    data.Dataset('toy', {'train': (x, y[:, 0].copy())}, 2, 'binary', (8,))
+
+
+def test_mlp_shapes_and_finite_gradient():
+  model = MLP(num_classes=12, hidden=(32, 16), dropout_rate=0.5,
+              dtype=jnp.bfloat16)
+  x = np.random.default_rng(0).random((5, 32, 32)) < 0.1  # Flattened: 1024.
+  x = jnp.asarray(x, jnp.float32)
+  params = jax.jit(model.init)(jax.random.key(1), x)  # jit: faster than eager.
+  kernel = params['params']['Dense_0']['kernel']
+  assert kernel.shape == (1024, 32) and kernel.dtype == jnp.float32
+  logits = jax.jit(model.apply)(params, x)
+  assert logits.shape == (5, 12) and logits.dtype == jnp.float32
+
+  def loss(p):
+    out = model.apply(p, x, train=True, rngs={'dropout': jax.random.key(2)})
+    return jnp.mean(out ** 2)
+
+  grads = jax.tree_util.tree_leaves(jax.jit(jax.grad(loss))(params))
+  assert all(bool(jnp.isfinite(g).all()) for g in grads)
+  assert any(bool(jnp.abs(g).sum() > 0) for g in grads)
