@@ -1,12 +1,22 @@
 """jmed models: plain `flax.linen` modules, usable on their own in any JAX program."""
 
-from jmed.models.cnn import SeedCNN
-from jmed.models.layers import ValidConv, max_pool
+import functools
 
-__all__ = ['MODELS', 'SeedCNN', 'ValidConv', 'get_model', 'max_pool']
+from jmed.models.cnn import SeedCNN
+from jmed.models.layers import Conv, ValidConv, max_pool
+from jmed.models.mlp import MLP
+from jmed.models.resnet import ResNet, ResNet18, ResNet50
+
+__all__ = ['Conv', 'MLP', 'MODELS', 'ResNet', 'ResNet18', 'ResNet50', 'SeedCNN',
+           'ValidConv', 'get_model', 'max_pool']
 
 MODELS = {
     'seed_cnn': SeedCNN,
+    'resnet18': ResNet18,                                   # 'small' stem: MedMNIST's ResNet (28)
+    'resnet50': ResNet50,
+    'resnet18_imagenet': functools.partial(ResNet18, stem='imagenet'),  # ResNet (224)
+    'resnet50_imagenet': functools.partial(ResNet50, stem='imagenet'),
+    'mlp': MLP,  # feature vectors, e.g. molecular fingerprints
 }
 
 
