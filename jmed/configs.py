@@ -56,6 +56,11 @@ class TrainConfig:
     seed: seeds initialisation, shuffling and dropout.
     optimizer: see `OptimizerConfig`.
     dropout_rate: model dropout.
+    augment: on-device augmentation preset in `jmed.data.augment.PRESETS` ('none': off).
+    select_metric: validation metric that picks the best checkpoint ('auroc', 'accuracy',
+      'auprc', 'f1', or 'loss', which is minimised).
+    early_stopping_patience: stop after this many epochs without a better validation
+      `select_metric` (0: never stop early).
     dtype: computation dtype name ('float32' or 'bfloat16').
     steps_per_dispatch: training steps compiled into one call (fewer host round trips).
     output_dir: metrics, checkpoints and summary go here.
@@ -76,6 +81,9 @@ class TrainConfig:
   seed: int = 0
   optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
   dropout_rate: float = 0.0
+  augment: str = 'none'
+  select_metric: str = 'auroc'
+  early_stopping_patience: int = 0
   dtype: str = 'float32'
   steps_per_dispatch: int = 4
   output_dir: str = 'runs/seed_cnn_pneumoniamnist'

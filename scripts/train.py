@@ -13,6 +13,7 @@ import sys
 
 from jmed.configs import OptimizerConfig, TrainConfig
 from jmed.train.loop import NonFiniteLossError, fit
+from jmed.train.report import format_summary
 
 
 def _add_fields(parser, cls, skip=()):
@@ -53,6 +54,7 @@ def main(argv=None) -> int:
     print(f'error: {e}', file=sys.stderr)
     return 1
   print(json.dumps(summary, indent=2))
+  print(format_summary(summary))
   return 0
 
 

@@ -16,6 +16,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from jmed import data as jdata
+from jmed.data import augment as jaugment
 from jmed import metrics as jmetrics
 from jmed import models
 from jmed.configs import TrainConfig
@@ -59,8 +60,11 @@ def _stack(batches):
   return {k: np.stack([b[k] for b in batches]) for k in batches[0]}
 
 
-def evaluate(state, eval_fn, images, labels, batch_size: int, mesh) -> dict:
-  """Loss, accuracy and AUROC of `state` over every example of (images, labels)."""
+SELECT_METRICS = ('auroc', 'accuracy', 'auprc', 'f1', 'loss')
+
+
+def evaluate(state, eval_fn, images, labels, batch_size: int, mesh, task: str) -> dict:
+  """Loss and `jmed.metrics.classification_metrics` of `state` over every example."""
   totals = {'loss_sum': 0.0, 'correct': 0.0, 'count': 0.0}
   probs = []
   for batch in jdata.eval_batches(images, labels, batch_size):
@@ -68,7 +72,7 @@ def evaluate(state, eval_fn, images, labels, batch_size: int, mesh) -> dict:
     for k in totals:
       totals[k] += float(out[k])
     probs.append(out['probs'][batch['mask'] > 0])
-  result = jmetrics.classification_metrics(np.concatenate(probs), labels)
+  result = jmetrics.classification_metrics(np.concatenate(probs), labels, task=task)
   result['loss'] = totals['loss_sum'] / totals['count']
   if not math.isclose(totals['count'], len(labels)):
     raise AssertionError(f'evaluated {totals["count"]} examples of {len(labels)}')
@@ -112,11 +116,14 @@ def fit(cfg: TrainConfig, dataset=None) -> dict:
   for field in ('epochs', 'batch_size', 'eval_batch_size', 'steps_per_dispatch'):
     if getattr(cfg, field) < 1:
       raise ValueError(f'{field} must be >= 1, got {getattr(cfg, field)}.')
+  if cfg.early_stopping_patience < 0:
+    raise ValueError(f'early_stopping_patience must be >= 0, got {cfg.early_stopping_patience}.')
   if dataset is None:
     dataset = jdata.load_dataset(cfg.dataset, data_dir=cfg.data_dir, tfds_dir=cfg.tfds_dir)
-  if dataset.task == 'multilabel':
-    raise NotImplementedError(f'{dataset.name} is multi-label; fit() trains single-label '
-                              'classifiers (softmax cross-entropy) for now.')
+  if cfg.select_metric not in SELECT_METRICS:
+    raise ValueError(f'select_metric must be one of {SELECT_METRICS}, got '
+                     f'{cfg.select_metric!r}.')
+  augment = None if cfg.augment == 'none' else jaugment.get_augment(cfg.augment)
   train_images, train_labels = dataset.splits['train']
   steps_per_epoch = len(train_images) // cfg.batch_size
   if steps_per_epoch == 0:
@@ -143,12 +150,16 @@ def fit(cfg: TrainConfig, dataset=None) -> dict:
   elif manager.latest_step() is not None:
     raise FileExistsError(f'{ckpt_dir} already holds checkpoints; pass resume=True (--resume) to '
                           'continue that run or choose another output_dir.')
-  with open(os.path.join(cfg.output_dir, 'config.json'), 'w') as f:
-    json.dump(dataclasses.asdict(cfg), f, indent=2)
+  _write_json(os.path.join(cfg.output_dir, 'config.json'), dataclasses.asdict(cfg))
   log = _MetricsLog(os.path.join(cfg.output_dir, 'metrics.jsonl'), append=cfg.resume)
 
-  train_fn = parallel.data_parallel(steps.train_steps, mesh, batch_axis=1)
-  eval_fn = jax.jit(steps.eval_step)
+  task = dataset.task
+  train_fn = parallel.data_parallel(steps.bind(steps.train_steps, task, augment), mesh,
+                                    batch_axis=1)
+  eval_fn = jax.jit(steps.bind(steps.eval_step, task))
+  best_manager = checkpoint.make_manager(os.path.join(cfg.output_dir, 'best'), 1)
+  best = _read_best(cfg.output_dir) if cfg.resume else None
+  stopped_early = False
   step = int(jax.device_get(state.step))
   timing = {'train_seconds': 0.0, 'train_images': 0, 'compile_seconds': 0.0, 'compiled': set()}
   val_split = 'validation' if 'validation' in dataset.splits else None
@@ -163,27 +174,66 @@ def fit(cfg: TrainConfig, dataset=None) -> dict:
           step, min(last_step, (epoch + 1) * steps_per_epoch), timing, bar)
       step = record['step']
       if val_split:
-        val = evaluate(state, eval_fn, *dataset.splits[val_split], cfg.eval_batch_size, mesh)
+        val = evaluate(state, eval_fn, *dataset.splits[val_split], cfg.eval_batch_size, mesh,
+                       task)
         record.update({f'val_{k}': v for k, v in val.items()})
+        if _improves(val[cfg.select_metric], best, cfg.select_metric):
+          best = {'epoch': epoch, 'step': step, 'metric': f'val_{cfg.select_metric}',
+                  'value': val[cfg.select_metric], 'val': val}
+          checkpoint.save(best_manager, state, wait=True)
+          _write_json(os.path.join(cfg.output_dir, 'best.json'), best)
+        record['best_epoch'] = best['epoch'] if best else None
       log.write(record)
       checkpoint.save(manager, state)
+      if (best and cfg.early_stopping_patience
+          and epoch - best['epoch'] >= cfg.early_stopping_patience):
+        stopped_early = True
+        break
   finally:
     bar.close()
     manager.wait_until_finished()
     log.close()
 
-  test = evaluate(state, eval_fn, *dataset.splits['test'], cfg.eval_batch_size, mesh)
+  split_data = (*dataset.splits['test'], cfg.eval_batch_size, mesh, task)
+  last_test = evaluate(state, eval_fn, *split_data)
+  if best is not None:  # report the test split at the checkpoint validation picked
+    test = evaluate(checkpoint.restore_latest(best_manager, state), eval_fn, *split_data)
+  else:
+    test = last_test
   summary = {
-      'model': cfg.model, 'dataset': cfg.dataset, 'steps': step, 'epochs': cfg.epochs,
-      'batch_size': cfg.batch_size, 'devices': mesh.devices.size,
+      'model': cfg.model, 'dataset': cfg.dataset, 'task': task, 'steps': step,
+      'epochs': cfg.epochs, 'batch_size': cfg.batch_size, 'devices': mesh.devices.size,
+      'best': best, 'stopped_early': stopped_early,
       **{f'test_{k}': v for k, v in test.items()},
+      **{f'last_test_{k}': v for k, v in last_test.items()},
       'train_images_per_sec': timing['train_images'] / max(timing['train_seconds'], 1e-9),
       'compile_seconds': timing['compile_seconds'],
       'wall_seconds': time.perf_counter() - wall_start,
   }
-  with open(os.path.join(cfg.output_dir, 'summary.json'), 'w') as f:
-    json.dump(summary, f, indent=2)
+  _write_json(os.path.join(cfg.output_dir, 'summary.json'), summary)
   return summary
+
+
+def _improves(value, best, metric: str) -> bool:
+  """Whether validation `value` beats the best so far (loss is minimised, the rest maximised)."""
+  if value is None or not math.isfinite(value):
+    return False
+  if best is None:
+    return True
+  return value < best['value'] if metric == 'loss' else value > best['value']
+
+
+def _read_best(output_dir: str):
+  path = os.path.join(output_dir, 'best.json')
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
+def _write_json(path: str, obj) -> None:
+  with open(path, 'w') as f:
+    json.dump(obj, f, indent=2)
 
 
 def _train_epoch(cfg, state, train_fn, mesh, manager, ckpt_dir, train_split, epoch,
