@@ -6,10 +6,12 @@ from jmed.models.cnn import SeedCNN
 from jmed.models.layers import Conv, ValidConv, max_pool
 from jmed.models.mlp import MLP
 from jmed.models.resnet import ResNet, ResNet18, ResNet50
+from jmed.models.unet import UNet
 
-__all__ = ['Conv', 'MLP', 'MODELS', 'ResNet', 'ResNet18', 'ResNet50', 'SeedCNN',
+__all__ = ['Conv', 'MLP', 'MODELS', 'ResNet', 'ResNet18', 'ResNet50', 'SeedCNN', 'UNet',
            'ValidConv', 'get_model', 'max_pool']
 
+# Classifiers that `fit` builds by name (UNet is a segmentation model: see jmed.segmentation).
 MODELS = {
     'seed_cnn': SeedCNN,
     'resnet18': ResNet18,                                   # 'small' stem: MedMNIST's ResNet (28)
