@@ -155,3 +155,17 @@ def test_bad_config_values_fail_clearly(tmp_path, mnist):
     fit(_cfg(tmp_path, batch_size=0), dataset=mnist)
   with pytest.raises(ValueError, match='exceeds the 64 training examples'):
     fit(_cfg(tmp_path, batch_size=128), dataset=subset(mnist, 64, 10))
+
+
+def test_model_selection_rules(tmp_path, mnist):
+  from jmed.train.loop import _improves
+  assert _improves(0.5, None, 'auroc') and not _improves(None, None, 'auroc')
+  assert not _improves(float('nan'), None, 'loss')
+  assert _improves(0.2, {'value': 0.3}, 'loss') and not _improves(0.2, {'value': 0.3}, 'auroc')
+  assert not _improves(0.3, {'value': 0.3}, 'auroc')  # ties keep the earlier checkpoint
+  with pytest.raises(ValueError, match='select_metric'):
+    fit(_cfg(tmp_path, select_metric='kappa'), dataset=subset(mnist, 64, 10))
+  with pytest.raises(ValueError, match='early_stopping_patience'):
+    fit(_cfg(tmp_path, early_stopping_patience=-1), dataset=subset(mnist, 64, 10))
+  with pytest.raises(ValueError, match='chest_xray'):  # unknown preset lists the valid ones
+    fit(_cfg(tmp_path, augment='ct'), dataset=subset(mnist, 64, 10))
