@@ -92,3 +92,24 @@ class TrainConfig:
   resume: bool = False
   max_steps: int = 0
   progress: bool = True
+
+
+def field_docs(cls) -> dict:
+  """Field name -> its description in `cls`'s Google-style "Attributes:" docstring section.
+
+  A line 'a, b: text' documents both a and b; indented lines continue the previous entry.
+  """
+  docs, names = {}, []
+  lines = (cls.__doc__ or '').split('Attributes:', 1)[-1].splitlines()
+  for line in lines:
+    text = line.strip()
+    head, sep, rest = text.partition(': ')
+    is_entry = sep and ' ' not in head.replace(', ', ',')
+    if is_entry and line.startswith('    ') and not line.startswith('     '):
+      names = [n.strip() for n in head.split(',')]
+      for name in names:
+        docs[name] = rest
+    elif text and names:
+      for name in names:
+        docs[name] += ' ' + text
+  return docs

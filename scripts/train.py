@@ -11,29 +11,39 @@ import dataclasses
 import json
 import sys
 
-from jmed.configs import OptimizerConfig, TrainConfig
+from jmed.configs import OptimizerConfig, TrainConfig, field_docs
+from jmed.data import DATASET_NAMES
+from jmed.data.augment import PRESETS
+from jmed.models import MODELS
 from jmed.train.loop import NonFiniteLossError, fit
 from jmed.train.report import format_summary
 
 
-def _add_fields(parser, cls, skip=()):
-  """One --flag per dataclass field, typed and defaulted from the dataclass."""
+def _add_fields(parser, cls, skip=(), extra_help=None):
+  """One --flag per dataclass field, typed, defaulted and documented from the dataclass."""
+  docs = field_docs(cls)
+  for name, text in (extra_help or {}).items():
+    docs[name] = f'{docs.get(name, "")} {text}'.strip()
   for field in dataclasses.fields(cls):
     if field.name in skip:
       continue
     flag = '--' + field.name.replace('_', '-')
     default = field.default
     if isinstance(default, bool):
-      parser.add_argument(flag, default=default, action=argparse.BooleanOptionalAction)
+      parser.add_argument(flag, default=default, action=argparse.BooleanOptionalAction,
+                          help=docs.get(field.name))
     else:
       kind = type(default) if default is not None else str
-      parser.add_argument(flag, type=kind, default=default)
+      parser.add_argument(flag, type=kind, default=default, help=docs.get(field.name))
 
 
 def parse_config(argv=None) -> TrainConfig:
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  _add_fields(parser, TrainConfig, skip=('optimizer',))
+  _add_fields(parser, TrainConfig, skip=('optimizer',), extra_help={
+      'model': f'One of: {", ".join(MODELS)}.',
+      'dataset': f'One of: {", ".join(DATASET_NAMES)}.',
+      'augment': f'One of: {", ".join(PRESETS)}.'})
   opt = parser.add_argument_group('optimizer')
   opt.add_argument('--optimizer', default=OptimizerConfig.name,
                    help='sgd | adam | rmsprop | adamw | amsgrad')
