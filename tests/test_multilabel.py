@@ -73,3 +73,26 @@ def test_missing_labels_are_kept_as_minus_one():
   _, labels = dataset.splits['train']
   assert set(np.unique(labels)) == {-1, 0, 1}
   assert 0.1 < (labels == -1).mean() < 0.25
+
+
+@needs_tox21
+def test_resumed_run_remembers_its_best_checkpoint(tmp_path):
+  """Stopped after 3 of 4 epochs and resumed: same best epoch and test metrics as one run."""
+  dataset = jdata.load_dataset('tox21', data_dir=str(real_data_dir()))
+  steps_per_epoch = len(dataset.splits['train'][0]) // 256
+
+  def run(name, **kw):
+    cfg = TrainConfig(model='mlp', dataset='tox21', epochs=4, batch_size=256,
+                      eval_batch_size=1000, optimizer=OptimizerConfig(name='adam',
+                                                                      learning_rate=3e-3),
+                      output_dir=str(tmp_path / name), progress=False, **kw)
+    return fit(cfg, dataset=dataset)
+
+  whole = run('whole')
+  run('split', max_steps=3 * steps_per_epoch)
+  resumed = run('split', resume=True)
+  # The best epoch falls before the interruption, so only a remembered best can match.
+  assert whole['best']['epoch'] < 3, whole['best']
+  assert resumed['best']['epoch'] == whole['best']['epoch']
+  np.testing.assert_allclose(resumed['test_auroc'], whole['test_auroc'], rtol=1e-6)
+  np.testing.assert_allclose(resumed['last_test_loss'], whole['last_test_loss'], rtol=1e-6)

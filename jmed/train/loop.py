@@ -157,12 +157,13 @@ def fit(cfg: TrainConfig, dataset=None) -> dict:
   train_fn = parallel.data_parallel(steps.bind(steps.train_steps, task, augment), mesh,
                                     batch_axis=1)
   eval_fn = jax.jit(steps.bind(steps.eval_step, task))
-  best_manager = checkpoint.make_manager(os.path.join(cfg.output_dir, 'best'), 1)
   best = _read_best(cfg.output_dir) if cfg.resume else None
   stopped_early = False
   step = int(jax.device_get(state.step))
   timing = {'train_seconds': 0.0, 'train_images': 0, 'compile_seconds': 0.0, 'compiled': set()}
   val_split = 'validation' if 'validation' in dataset.splits else None
+  best_manager = (checkpoint.make_manager(os.path.join(cfg.output_dir, 'best'), 1)
+                  if val_split else None)  # the best checkpoint by validation metric
   bar = tqdm(total=last_step, initial=step, unit='step', disable=not cfg.progress,
              dynamic_ncols=True)
   try:
