@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jmed.train.steps import _apply
+from jmed.train.steps import apply_model
 
 COUNTS = ('tp', 'fp', 'fn')
 
@@ -142,7 +142,7 @@ def make_train_step(loss_fn=dice_ce_loss):
     rng = jax.random.fold_in(state.rng, state.step)
 
     def objective(params):
-      logits, new_stats = _apply(state, params, batch['image'], train=True, rng=rng)
+      logits, new_stats = apply_model(state, params, batch['image'], train=True, rng=rng)
       losses = loss_fn(logits, batch['mask'])
       return losses.mean(), (losses, logits, new_stats)
 
@@ -172,7 +172,7 @@ def make_eval_step(loss_fn=dice_ce_loss):
     `jmed.train.steps.eval_step`; for `data_parallel` wrap it as
     `lambda s, b: (s, eval_step(s, b))`.
     """
-    logits, _ = _apply(state, state.params, batch['image'], train=False)
+    logits, _ = apply_model(state, state.params, batch['image'], train=False)
     masks = batch['mask']
     valid = jnp.asarray(batch.get('valid', jnp.ones(masks.shape[:1])), jnp.float32)
     losses = loss_fn(logits, masks)

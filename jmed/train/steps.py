@@ -60,8 +60,12 @@ def probabilities(logits, task: str):
   return jax.nn.sigmoid(logits) if task == 'multilabel' else jax.nn.softmax(logits, -1)
 
 
-def _apply(state, params, images, *, train: bool, rng=None):
-  """Runs the model; returns (logits, updated batch_stats)."""
+def apply_model(state, params, images, *, train: bool, rng=None):
+  """Runs the model on images [batch, ...]; returns (logits, updated batch_stats).
+
+  In training mode mutable collections (BatchNorm statistics) are updated when the model has
+  any, and dropout draws from `rng`. Shared by the classification and segmentation steps.
+  """
   variables = {'params': params, **state.batch_stats}
   if not train:
     return state.apply_fn(variables, images, train=False), state.batch_stats
@@ -91,7 +95,7 @@ def train_step(state, batch, *, task: str = 'multiclass', augment=None):
     images = jaugment.augment_batch(jax.random.fold_in(rng, 1), images, augment)
 
   def loss_fn(params):
-    logits, new_stats = _apply(state, params, images, train=True, rng=rng)
+    logits, new_stats = apply_model(state, params, images, train=True, rng=rng)
     losses, correct = loss_and_correct(logits, batch['label'], task)
     return losses.mean(), (losses, correct, new_stats)
 
@@ -123,7 +127,7 @@ def train_steps(state, batches, *, task: str = 'multiclass', augment=None):
 
 def eval_step(state, batch, *, task: str = 'multiclass'):
   """Masked evaluation sums plus probabilities [batch, classes] for AUROC and friends."""
-  logits, _ = _apply(state, state.params, batch['image'], train=False)
+  logits, _ = apply_model(state, state.params, batch['image'], train=False)
   mask = batch['mask']
   losses, correct = loss_and_correct(logits, batch['label'], task)
   return {
