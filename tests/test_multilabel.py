@@ -96,3 +96,15 @@ def test_resumed_run_remembers_its_best_checkpoint(tmp_path):
   assert resumed['best']['epoch'] == whole['best']['epoch']
   np.testing.assert_allclose(resumed['test_auroc'], whole['test_auroc'], rtol=1e-6)
   np.testing.assert_allclose(resumed['last_test_loss'], whole['last_test_loss'], rtol=1e-6)
+
+
+@needs_tox21
+def test_fresh_run_refuses_a_directory_with_another_runs_best_checkpoint(tmp_path):
+  import shutil
+  dataset = jdata.load_dataset('tox21', data_dir=str(real_data_dir()))
+  cfg = TrainConfig(model='mlp', dataset='tox21', epochs=1, batch_size=512, max_steps=2,
+                    output_dir=str(tmp_path / 'run'), progress=False)
+  fit(cfg, dataset=dataset)
+  shutil.rmtree(tmp_path / 'run' / 'checkpoints')  # only best/ is left of the old run
+  with pytest.raises(FileExistsError, match='best already holds'):
+    fit(cfg, dataset=dataset)

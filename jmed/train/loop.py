@@ -16,10 +16,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from jmed import data as jdata
-from jmed.data import augment as jaugment
 from jmed import metrics as jmetrics
 from jmed import models
 from jmed.configs import TrainConfig
+from jmed.data import augment as jaugment
 from jmed.optim import make_optimizer
 from jmed.train import checkpoint, parallel, steps
 from jmed.train.state import create_train_state
@@ -164,6 +164,9 @@ def fit(cfg: TrainConfig, dataset=None) -> dict:
   val_split = 'validation' if 'validation' in dataset.splits else None
   best_manager = (checkpoint.make_manager(os.path.join(cfg.output_dir, 'best'), 1)
                   if val_split else None)  # the best checkpoint by validation metric
+  if best_manager and not cfg.resume and best_manager.latest_step() is not None:
+    raise FileExistsError(f'{cfg.output_dir}/best already holds a checkpoint of another run; '
+                          'pass resume=True (--resume) or choose another output_dir.')
   bar = tqdm(total=last_step, initial=step, unit='step', disable=not cfg.progress,
              dynamic_ncols=True)
   try:
