@@ -1,8 +1,11 @@
 """Shared fixtures: the real data under ../shared/data (or $JMED_DATA_DIR)."""
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from jmed import data as jdata
@@ -35,3 +38,18 @@ def subset(dataset, train: int, test: int):
   splits['train'] = tuple(a[:train] for a in splits['train'])
   splits['test'] = tuple(a[:test] for a in splits['test'])
   return dataclasses.replace(dataset, splits=splits)
+
+
+def run_on_forced_devices(tmp_path, devices: int, script: str, inputs_path):
+  """Runs `script` in a fresh Python with `devices` forced CPU devices.
+
+  The script gets `inputs_path` and an output .npz path as argv[1:3]; returns (its saved
+  arrays, its stdout). A fresh process is needed: the device count is fixed at JAX start-up.
+  """
+  out = tmp_path / f'out{devices}.npz'
+  env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}',
+             JAX_PLATFORMS='cpu', PYTHONPATH=str(REPO))
+  proc = subprocess.run([sys.executable, '-c', script, str(inputs_path), str(out)],
+                        env=env, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return dict(np.load(out)), proc.stdout

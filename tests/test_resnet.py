@@ -1,8 +1,5 @@
 """ResNet-18/50: shapes, parameter counts, BatchNorm state, gradients, device-parallel equality."""
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import jax
@@ -11,7 +8,7 @@ import numpy as np
 import optax
 import pytest
 
-from conftest import REPO
+from conftest import run_on_forced_devices
 from jmed import models
 from jmed.models.resnet import BottleneckBlock, ResNet, ResNet18, ResNet50
 from jmed.train import steps
@@ -138,24 +135,14 @@ _PARALLEL_WORKER = textwrap.dedent('''
 ''')
 
 
-def _run_worker(tmp_path, devices, batches_path):
-  out = tmp_path / f'out{devices}.npz'
-  env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}',
-             JAX_PLATFORMS='cpu', PYTHONPATH=str(REPO))
-  proc = subprocess.run([sys.executable, '-c', _PARALLEL_WORKER, str(batches_path), str(out)],
-                        env=env, capture_output=True, text=True, timeout=600)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  return dict(np.load(out))
-
-
 def test_four_devices_equal_one_device_with_batchnorm_and_augmentation(tmp_path):
   """BatchNorm statistics over the global batch: 4 devices give the 1-device params and stats."""
   rng = np.random.default_rng(0)
   path = tmp_path / 'batches.npz'
   np.savez(path, image=rng.uniform(size=(2, 16, 28, 28, 1)).astype(np.float32),
            label=rng.integers(0, 2, size=(2, 16)).astype(np.int32))
-  one = _run_worker(tmp_path, 1, path)
-  four = _run_worker(tmp_path, 4, path)
+  one, _ = run_on_forced_devices(tmp_path, 1, _PARALLEL_WORKER, path)
+  four, _ = run_on_forced_devices(tmp_path, 4, _PARALLEL_WORKER, path)
   assert int(one['devices']) == 1 and int(four['devices']) == 4
   np.testing.assert_allclose(four['loss'], one['loss'], rtol=1e-5)
   np.testing.assert_allclose(four['flat'], one['flat'], rtol=1e-4, atol=1e-5)

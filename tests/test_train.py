@@ -1,16 +1,13 @@
 """The pure train/eval steps, data-parallel equivalence and the loop's guards."""
 
 import dataclasses
-import os
-import subprocess
-import sys
 import textwrap
 
 import jax
 import numpy as np
 import pytest
 
-from conftest import REPO, subset
+from conftest import run_on_forced_devices, subset
 from jmed import data as jdata
 from jmed.configs import OptimizerConfig, TrainConfig
 from jmed.models import SeedCNN
@@ -91,22 +88,12 @@ _PARALLEL_WORKER = textwrap.dedent('''
 ''')
 
 
-def _run_worker(tmp_path, devices, batches_path):
-  out = tmp_path / f'out{devices}.npz'
-  env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}',
-             JAX_PLATFORMS='cpu', PYTHONPATH=str(REPO))
-  proc = subprocess.run([sys.executable, '-c', _PARALLEL_WORKER, str(batches_path), str(out)],
-                        env=env, capture_output=True, text=True, timeout=600)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  return dict(np.load(out)), proc.stdout
-
-
 def test_four_devices_equal_one_device(tmp_path, mnist):
   """Three Adam steps with dropout on a global batch of 32, split over 4 CPU devices."""
   path = tmp_path / 'batches.npz'
   np.savez(path, **_batches(mnist, 3, 32))
-  one, _ = _run_worker(tmp_path, 1, path)
-  four, stdout = _run_worker(tmp_path, 4, path)
+  one, _ = run_on_forced_devices(tmp_path, 1, _PARALLEL_WORKER, path)
+  four, stdout = run_on_forced_devices(tmp_path, 4, _PARALLEL_WORKER, path)
   assert int(one['devices']) == 1 and int(four['devices']) == 4
   np.testing.assert_allclose(four['loss'], one['loss'], rtol=1e-5)
   np.testing.assert_allclose(four['params'], one['params'], rtol=1e-4, atol=1e-6)
