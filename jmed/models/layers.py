@@ -48,6 +48,38 @@ def _use_im2col(impl: str, in_features: int) -> bool:
   return jax.default_backend() == 'cpu' and in_features > 1
 
 
+def _convolve(module, x, *, strides, pads):
+  """The shared body of `ValidConv` and `Conv`: creates `kernel` (and `bias`) in `module`.
+
+  Args:
+    module: the calling module (fields features, kernel_size, use_bias, impl, kernel_init,
+      dtype, param_dtype); parameters are created in its scope.
+    x: [batch, h, w, in].
+    strides: (sh, sw).
+    pads: ((top, bottom), (left, right)) zero padding.
+
+  Returns:
+    [batch, out_h, out_w, features] in `module.dtype`.
+  """
+  kh, kw = module.kernel_size
+  in_features = x.shape[-1]
+  kernel = module.param('kernel', module.kernel_init,
+                        (kh, kw, in_features, module.features), module.param_dtype)
+  x, kernel = x.astype(module.dtype), kernel.astype(module.dtype)
+  if _use_im2col(module.impl, in_features):
+    if any(p for pair in pads for p in pair):
+      x = jnp.pad(x, ((0, 0), *pads, (0, 0)))
+    patches = _patches(x, (kh, kw), strides)
+    y = jnp.dot(patches, kernel.reshape(kh * kw * in_features, module.features))
+  else:
+    y = jax.lax.conv_general_dilated(
+        x, kernel, tuple(strides), pads, dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  if module.use_bias:
+    bias = module.param('bias', nn.initializers.zeros, (module.features,), module.param_dtype)
+    y = y + bias.astype(module.dtype)
+  return y
+
+
 class ValidConv(nn.Module):
   """A stride-1 'VALID' convolution with `nn.Conv`'s parameters (`kernel` [kh, kw, in, out], `bias`).
 
@@ -78,20 +110,7 @@ class ValidConv(nn.Module):
   @nn.compact
   def __call__(self, x):
     """Maps [batch, h, w, in] to [batch, h - kh + 1, w - kw + 1, features]."""
-    kh, kw = self.kernel_size
-    in_features = x.shape[-1]
-    kernel = self.param('kernel', self.kernel_init,
-                        (kh, kw, in_features, self.features), self.param_dtype)
-    x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
-    if _use_im2col(self.impl, in_features):
-      y = jnp.dot(_patches(x, (kh, kw)), kernel.reshape(kh * kw * in_features, self.features))
-    else:
-      y = jax.lax.conv_general_dilated(
-          x, kernel, (1, 1), 'VALID', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
-    if self.use_bias:
-      bias = self.param('bias', nn.initializers.zeros, (self.features,), self.param_dtype)
-      y = y + bias.astype(self.dtype)
-    return y
+    return _convolve(self, x, strides=(1, 1), pads=((0, 0), (0, 0)))
 
 
 class Conv(nn.Module):
@@ -124,20 +143,5 @@ class Conv(nn.Module):
   def __call__(self, x):
     """Maps [batch, h, w, in] to [batch, out_h, out_w, features]."""
     kh, kw = self.kernel_size
-    in_features = x.shape[-1]
-    kernel = self.param('kernel', self.kernel_init,
-                        (kh, kw, in_features, self.features), self.param_dtype)
-    x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
-    pads = ((kh // 2, kh // 2), (kw // 2, kw // 2))
-    if _use_im2col(self.impl, in_features):
-      if kh > 1 or kw > 1:
-        x = jnp.pad(x, ((0, 0), *pads, (0, 0)))
-      patches = _patches(x, (kh, kw), self.strides)
-      y = jnp.dot(patches, kernel.reshape(kh * kw * in_features, self.features))
-    else:
-      y = jax.lax.conv_general_dilated(
-          x, kernel, tuple(self.strides), pads, dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
-    if self.use_bias:
-      bias = self.param('bias', nn.initializers.zeros, (self.features,), self.param_dtype)
-      y = y + bias.astype(self.dtype)
-    return y
+    return _convolve(self, x, strides=self.strides,
+                     pads=((kh // 2, kh // 2), (kw // 2, kw // 2)))
