@@ -3,22 +3,33 @@
 import functools
 
 from jmed.models.cnn import SeedCNN
+from jmed.models.grud import GRUDCell, GRUDClassifier
 from jmed.models.layers import Conv, ValidConv, max_pool
 from jmed.models.mlp import MLP
+from jmed.models.recurrent import RNNClassifier, RNNEncoder
 from jmed.models.resnet import ResNet, ResNet18, ResNet50
+from jmed.models.text_cnn import TextCNN
+from jmed.models.transformer import EncoderBlock, TransformerClassifier, TransformerEncoder
 from jmed.models.unet import UNet
 
-__all__ = ['Conv', 'MLP', 'MODELS', 'ResNet', 'ResNet18', 'ResNet50', 'SeedCNN', 'UNet',
-           'ValidConv', 'get_model', 'max_pool']
+__all__ = ['Conv', 'EncoderBlock', 'GRUDCell', 'GRUDClassifier', 'MLP', 'MODELS',
+           'RNNClassifier', 'RNNEncoder', 'ResNet', 'ResNet18', 'ResNet50', 'SeedCNN', 'TextCNN',
+           'TransformerClassifier', 'TransformerEncoder', 'UNet', 'ValidConv', 'get_model',
+           'inspect', 'max_pool']
 
-# Classifiers that `fit` builds by name (UNet is a segmentation model: see jmed.segmentation).
+# Models that `fit` builds by name (UNet is a segmentation model: see jmed.segmentation).
 MODELS = {
     'seed_cnn': SeedCNN,
     'resnet18': ResNet18,                                   # 'small' stem: MedMNIST's ResNet (28)
     'resnet50': ResNet50,
     'resnet18_imagenet': functools.partial(ResNet18, stem='imagenet'),  # ResNet (224)
     'resnet50_imagenet': functools.partial(ResNet50, stem='imagenet'),
-    'mlp': MLP,  # feature vectors, e.g. molecular fingerprints
+    'mlp': MLP,  # feature vectors: fingerprints, covariates (a Cox risk model with 1 output)
+    'gru': functools.partial(RNNClassifier, cell='gru'),    # token ids [batch, length]
+    'lstm': functools.partial(RNNClassifier, cell='lstm'),
+    'transformer': TransformerClassifier,
+    'text_cnn': TextCNN,
+    'grud': GRUDClassifier,  # packed irregular series, see jmed.data.timeseries
 }
 
 
@@ -27,3 +38,13 @@ def get_model(name: str, **kwargs):
   if name not in MODELS:
     raise ValueError(f'Unknown model {name!r}; valid models: {", ".join(sorted(MODELS))}.')
   return MODELS[name](**kwargs)
+
+
+def inspect(model, variables, inputs):
+  """Runs `model` in evaluation mode; returns (outputs, the 'intermediates' it sowed).
+
+  Intermediates are attention weights ([batch, heads, queries, keys] per layer), hidden states
+  or feature maps, each a tuple (one entry per call) under the sowing module's path.
+  """
+  outputs, state = model.apply(variables, inputs, train=False, mutable=['intermediates'])
+  return outputs, state.get('intermediates', {})

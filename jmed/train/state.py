@@ -30,6 +30,7 @@ def create_train_state(model, tx: optax.GradientTransformation, sample_input, se
   variables = model.init({'params': init_rng, 'dropout': init_rng}, jnp.asarray(sample_input),
                          train=False)
   params = variables['params']
-  batch_stats = {k: v for k, v in variables.items() if k != 'params'}
+  # Everything but the parameters and what modules sow for inspection is model state.
+  batch_stats = {k: v for k, v in variables.items() if k not in ('params', 'intermediates')}
   return TrainState.create(apply_fn=model.apply, params=params, tx=tx, batch_stats=batch_stats,
                            rng=step_rng)
