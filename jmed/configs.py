@@ -42,6 +42,25 @@ class OptimizerConfig:
 
 
 @dataclasses.dataclass
+class TextConfig:
+  """How a text dataset becomes token ids (see `jmed.text`).
+
+  Attributes:
+    tokenizer: 'word' (whole words) or 'wordpiece' (sub-words), learned from the training split.
+    vocab_size: most tokens the vocabulary keeps, [PAD] and [UNK] included.
+    min_frequency: tokens rarer than this in the training split map to [UNK] (word) or are not
+      merged (wordpiece).
+    max_length: tokens per document: longer ones are truncated, shorter ones padded, so every
+      batch has one shape and compiles once.
+  """
+
+  tokenizer: str = 'word'
+  vocab_size: int = 20000
+  min_frequency: int = 2
+  max_length: int = 256
+
+
+@dataclasses.dataclass
 class TrainConfig:
   """One training run. Defaults are the seed's recipe on PneumoniaMNIST.
 
@@ -55,10 +74,16 @@ class TrainConfig:
     eval_batch_size: global batch for evaluation.
     seed: seeds initialisation, shuffling and dropout.
     optimizer: see `OptimizerConfig`.
+    text: see `TextConfig` (text datasets only).
+    model_kwargs: the model's own hyperparameters by field name, e.g. {"hidden": [64]} for
+      'mlp' or {"num_layers": 1} for 'transformer'.
     dropout_rate: model dropout.
+    class_weights: 'none', or 'balanced' to weight each class's loss by n / (classes * its
+      training count) (single-label tasks), which favours macro-averaged metrics.
     augment: on-device augmentation preset in `jmed.data.augment.PRESETS` ('none': off).
-    select_metric: validation metric that picks the best checkpoint ('auroc', 'accuracy',
-      'auprc', 'f1', or 'loss', which is minimised).
+    select_metric: validation metric that picks the best checkpoint ('auto': 'c_index' for
+      survival, else 'auroc'; or 'auroc', 'accuracy', 'auprc', 'f1', 'c_index', or 'loss', which
+      is minimised).
     early_stopping_patience: stop after this many epochs without a better validation
       `select_metric` (0: never stop early).
     dtype: computation dtype name ('float32' or 'bfloat16').
@@ -80,9 +105,12 @@ class TrainConfig:
   eval_batch_size: int = 500
   seed: int = 0
   optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
+  text: TextConfig = dataclasses.field(default_factory=TextConfig)
+  model_kwargs: dict = dataclasses.field(default_factory=dict)
   dropout_rate: float = 0.0
+  class_weights: str = 'none'
   augment: str = 'none'
-  select_metric: str = 'auroc'
+  select_metric: str = 'auto'
   early_stopping_patience: int = 0
   dtype: str = 'float32'
   steps_per_dispatch: int = 4

@@ -11,7 +11,7 @@ import dataclasses
 import json
 import sys
 
-from jmed.configs import OptimizerConfig, TrainConfig, field_docs
+from jmed.configs import OptimizerConfig, TextConfig, TrainConfig, field_docs
 from jmed.data import DATASET_NAMES
 from jmed.data.augment import PRESETS
 from jmed.models import MODELS
@@ -29,7 +29,10 @@ def _add_fields(parser, cls, skip=(), extra_help=None):
       continue
     flag = '--' + field.name.replace('_', '-')
     default = field.default
-    if isinstance(default, bool):
+    if field.default_factory is dict:
+      parser.add_argument(flag, type=json.loads, default={},
+                          help=f'{docs.get(field.name)} (JSON)')
+    elif isinstance(default, bool):
       parser.add_argument(flag, default=default, action=argparse.BooleanOptionalAction,
                           help=docs.get(field.name))
     else:
@@ -40,7 +43,7 @@ def _add_fields(parser, cls, skip=(), extra_help=None):
 def parse_config(argv=None) -> TrainConfig:
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  _add_fields(parser, TrainConfig, skip=('optimizer',), extra_help={
+  _add_fields(parser, TrainConfig, skip=('optimizer', 'text'), extra_help={
       'model': f'One of: {", ".join(MODELS)}.',
       'dataset': f'One of: {", ".join(DATASET_NAMES)}.',
       'augment': f'One of: {", ".join(PRESETS)}.'})
@@ -48,11 +51,13 @@ def parse_config(argv=None) -> TrainConfig:
   opt.add_argument('--optimizer', default=OptimizerConfig.name,
                    help='sgd | adam | rmsprop | adamw | amsgrad')
   _add_fields(opt, OptimizerConfig, skip=('name',))
+  _add_fields(parser.add_argument_group('text datasets'), TextConfig)
   args = vars(parser.parse_args(argv))
   opt_fields = {f.name for f in dataclasses.fields(OptimizerConfig)}
   optimizer = OptimizerConfig(name=args.pop('optimizer'),
                               **{k: args.pop(k) for k in list(args) if k in opt_fields})
-  return TrainConfig(optimizer=optimizer, **args)
+  text = TextConfig(**{f.name: args.pop(f.name) for f in dataclasses.fields(TextConfig)})
+  return TrainConfig(optimizer=optimizer, text=text, **args)
 
 
 def main(argv=None) -> int:

@@ -6,25 +6,33 @@ holding one subfolder per source:
   <data_dir>/mnist/t10k-images-idx3-ubyte.gz, ...   (see jmed.data.mnist)
   <data_dir>/medmnist/pneumoniamnist.npz, ...       (see jmed.data.medmnist)
   <data_dir>/moleculenet/tox21.csv                  (see jmed.data.tox21)
+  <data_dir>/medical_abstracts/medical_tc_test.csv  (see jmed.data.medical_abstracts)
+  <data_dir>/survival/metabric_IHC4_clinical_train_test.h5, support_train_test.h5
+                                                    (see jmed.data.survival)
 
-With neither set, MNIST and MedMNIST are downloaded through TFDS; Tox21 must
-be downloaded by hand.
+With neither set, MNIST, MedMNIST and Medical Abstracts are downloaded through
+TFDS; Tox21 and the survival sets must be downloaded by hand.
 """
 
 import dataclasses
 import os
-from typing import Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
+from jmed.data import medical_abstracts
 from jmed.data import medmnist
 from jmed.data import mnist
+from jmed.data import survival
+from jmed.data import timeseries
 from jmed.data import tox21
 from jmed.data.errors import DataError, MissingDataError
 
 ENV_VAR = 'JMED_DATA_DIR'
-TASKS = ('binary', 'multiclass', 'multilabel')
-NAMES = ('mnist',) + medmnist.NAMES + ('tox21',)
+TASKS = ('binary', 'multiclass', 'multilabel', 'survival')
+NAMES = (('mnist',) + medmnist.NAMES + ('tox21', 'medical_abstracts') + survival.NAMES
+         + ('mnist_irregular',))
+IRREGULAR_MNIST_VALIDATION = 1000  # last training images held out for validation
 
 Split = Tuple[np.ndarray, np.ndarray]
 
@@ -35,13 +43,20 @@ class Dataset:
 
   Attributes:
     name: e.g. 'mnist', 'pneumoniamnist' or 'tox21'.
-    splits: split name -> `(images, labels)`: float32 inputs
-      `[n, *image_shape]` in [0, 1]; int32 labels `[n]` in [0, num_classes),
-      or `[n, num_classes]` for 'multilabel', each 1, 0 or -1 (missing).
-    num_classes: number of classes (independent labels for 'multilabel').
-    task: 'binary', 'multiclass' or 'multilabel'.
+    splits: split name -> `(inputs, labels)`. Inputs `[n, *image_shape]`:
+      float32 images in [0, 1], other finite float32 features, or int32
+      token ids >= 0. Labels: int32 `[n]` in [0, num_classes); int32
+      `[n, num_classes]` for 'multilabel', each 1, 0 or -1 (missing); float32
+      `[n, 2]` (time >= 0, event 1 / censored 0) for 'survival'.
+    num_classes: number of classes (independent labels for 'multilabel';
+      1, the risk score, for 'survival').
+    task: 'binary', 'multiclass', 'multilabel' or 'survival'.
     image_shape: the per-example input shape: `(height, width, channels)`
-      for images, `(bits,)` for Tox21's fingerprints.
+      for images, `(bits,)` for Tox21's fingerprints, `(max_length,)` for
+      token ids, `(steps, 1 + 3 * features)` for packed series.
+    model_kwargs: what a model needs to know about the data, e.g.
+      `{'vocab_size': ...}` for text.
+    tokenizer: the `tokenizers.Tokenizer` that made text inputs (else None).
   """
 
   name: str
@@ -49,6 +64,8 @@ class Dataset:
   num_classes: int
   task: str
   image_shape: Tuple[int, ...]
+  model_kwargs: Dict[str, Any] = dataclasses.field(default_factory=dict)
+  tokenizer: Any = None
 
   def __post_init__(self):
     validate(self)
@@ -61,8 +78,8 @@ class Dataset:
 
 def load_dataset(name: str, data_dir: Optional[str] = None,
                  tfds_dir: Optional[str] = None, *,
-                 split_kind: Optional[str] = None) -> Dataset:
-  """Loads dataset `name` as float32 inputs and int32 labels.
+                 split_kind: Optional[str] = None, text=None) -> Dataset:
+  """Loads dataset `name` as model-ready arrays.
 
   Args:
     name: 'mnist', a MedMNIST 2D subset or 'tox21' (see `NAMES`).
@@ -75,13 +92,21 @@ def load_dataset(name: str, data_dir: Optional[str] = None,
     split_kind: how to split datasets without official splits (Tox21):
       'random' (seed 0; the default) or 'scaffold'. Must be None for the
       others.
+    text: a `jmed.configs.TextConfig` for text datasets (default: its
+      defaults): the tokenizer learned from the training split.
 
   Returns:
     A validated `Dataset`. MNIST has splits 'train' and 'test' (offline with
     only the official test files: its first 8,000 / last 2,000 images, see
     `jmed.data.mnist`); MedMNIST and Tox21 have 'train', 'validation' and
     'test' (Tox21: 80/10/10, 1024-bit Morgan fingerprints, 12 labels with -1
-    for missing, see `jmed.data.tox21`).
+    for missing, see `jmed.data.tox21`). 'medical_abstracts' is token ids
+    of a stratified 70/10/20 split of the corpus' official test file (see
+    `jmed.data.medical_abstracts`); 'metabric' and 'support' are DeepSurv's
+    train/test splits with validation carved from train (see
+    `jmed.data.survival`); 'mnist_irregular' is MNIST rows as irregularly
+    sampled series with missing pixels, packed for GRU-D (see
+    `jmed.data.timeseries.irregular_mnist`).
 
   Raises:
     DataError: unknown `name` (the message lists valid names), or a missing
@@ -94,8 +119,14 @@ def load_dataset(name: str, data_dir: Optional[str] = None,
   if name == 'tox21':
     return _load_tox21(data_dir, split_kind or 'random')
   if split_kind is not None:
-    raise DataError(f'{name} has official splits; split_kind must be None, '
+    raise DataError(f'{name} has fixed splits; split_kind must be None, '
                     f'got {split_kind!r}.')
+  if name == 'medical_abstracts':
+    return _load_text(data_dir, tfds_dir, text)
+  if name in survival.NAMES:
+    return _load_survival(name, data_dir)
+  if name == 'mnist_irregular':
+    return _load_irregular_mnist(data_dir, tfds_dir)
   if name == 'mnist':
     raw = _load_mnist(data_dir, tfds_dir)
     num_classes, task, image_shape = (
@@ -151,6 +182,52 @@ def _load_tox21(data_dir, split_kind) -> Dataset:
                  task='multilabel', image_shape=splits['train'][0].shape[1:])
 
 
+def _load_text(data_dir, tfds_dir, text) -> Dataset:
+  from jmed import text as jtext  # pylint: disable=g-import-not-at-top
+  from jmed.configs import TextConfig  # pylint: disable=g-import-not-at-top
+  text = text or TextConfig()
+  raw = medical_abstracts.load(data_dir, tfds_dir)
+  tokenizer = jtext.train_tokenizer(
+      raw['train'][0], kind=text.tokenizer, vocab_size=text.vocab_size,
+      min_frequency=text.min_frequency)
+  splits = {split: (jtext.encode(tokenizer, texts, text.max_length),
+                    np.asarray(labels, np.int32))
+            for split, (texts, labels) in raw.items()}
+  return Dataset(name='medical_abstracts', splits=splits,
+                 num_classes=len(medical_abstracts.CLASS_NAMES),
+                 task='multiclass', image_shape=(text.max_length,),
+                 model_kwargs={'vocab_size': jtext.vocab_size(tokenizer)},
+                 tokenizer=tokenizer)
+
+
+def _load_survival(name, data_dir) -> Dataset:
+  if data_dir is None:
+    raise MissingDataError(
+        f'{name} has no online loader: download DeepSurv\'s files from '
+        f'{survival.URL} into <data_dir>/survival/ and pass data_dir (or set '
+        f'${ENV_VAR}).')
+  splits = survival.load(name, data_dir)
+  return Dataset(name=name, splits=splits, num_classes=1, task='survival',
+                 image_shape=splits['train'][0].shape[1:])
+
+
+def _load_irregular_mnist(data_dir, tfds_dir) -> Dataset:
+  raw = _load_mnist(data_dir, tfds_dir)
+  images, labels = raw['train']
+  cut = len(images) - IRREGULAR_MNIST_VALIDATION
+  parts = {'train': (images[:cut], labels[:cut]),
+           'validation': (images[cut:], labels[cut:]), 'test': raw['test']}
+  records = {split: timeseries.irregular_mnist(x, y, seed=seed)
+             for seed, (split, (x, y)) in enumerate(parts.items())}
+  mean, std = timeseries.feature_stats(records['train'])
+  steps = mnist.IMAGE_SHAPE[0]
+  splits = {split: timeseries.pack(r, steps, mean, std, time_scale=steps)
+            for split, r in records.items()}
+  return Dataset(name='mnist_irregular', splits=splits,
+                 num_classes=mnist.NUM_CLASSES, task='multiclass',
+                 image_shape=splits['train'][0].shape[1:])
+
+
 def validate(dataset: Dataset) -> None:
   """Checks task, shapes, dtypes, sizes, pixel and label ranges.
 
@@ -159,6 +236,9 @@ def validate(dataset: Dataset) -> None:
   """
   if dataset.task not in TASKS:
     raise DataError(f'{dataset.name}: task {dataset.task!r} not in {TASKS}.')
+  if dataset.task == 'survival' and dataset.num_classes != 1:
+    raise DataError(f'{dataset.name}: survival needs num_classes 1 (the risk '
+                    f'score), got {dataset.num_classes}.')
   if dataset.task == 'binary' and dataset.num_classes != 2:
     raise DataError(f'{dataset.name}: binary task with '
                     f'{dataset.num_classes} classes.')
@@ -169,21 +249,41 @@ def validate(dataset: Dataset) -> None:
     raise DataError(f'{dataset.name}: no splits.')
   for split, (images, labels) in dataset.splits.items():
     where = f'{dataset.name}/{split}'
-    _validate_images(where, images, tuple(dataset.image_shape))
-    _validate_labels(where, labels, len(images), dataset.num_classes,
-                     dataset.task == 'multilabel')
+    _validate_inputs(where, images, tuple(dataset.image_shape),
+                     dataset.model_kwargs.get('vocab_size'))
+    if dataset.task == 'survival':
+      _validate_survival(where, labels, len(images))
+    else:
+      _validate_labels(where, labels, len(images), dataset.num_classes,
+                       dataset.task == 'multilabel')
 
 
-def _validate_images(where, images, image_shape) -> None:
-  if images.dtype != np.float32 or images.shape[1:] != image_shape:
-    raise DataError(f'{where}: images are {images.dtype} {images.shape}, '
-                    f'expected float32 [n, *{image_shape}].')
-  if len(images) == 0:
+def _validate_inputs(where, inputs, shape, vocab_size) -> None:
+  if inputs.dtype not in (np.float32, np.int32) or inputs.shape[1:] != shape:
+    raise DataError(f'{where}: inputs are {inputs.dtype} {inputs.shape}, '
+                    f'expected float32 or int32 [n, *{shape}].')
+  if len(inputs) == 0:
     raise DataError(f'{where}: no examples.')
-  if not np.isfinite(images).all():
-    raise DataError(f'{where}: images hold NaN or infinite values.')
-  if images.min() < 0 or images.max() > 1:
+  if inputs.dtype == np.int32:  # token ids
+    if inputs.min() < 0 or (vocab_size and inputs.max() >= vocab_size):
+      raise DataError(f'{where}: token ids outside [0, {vocab_size}): '
+                      f'[{inputs.min()}, {inputs.max()}].')
+    return
+  if not np.isfinite(inputs).all():
+    raise DataError(f'{where}: inputs hold NaN or infinite values.')
+  if len(shape) == 3 and (inputs.min() < 0 or inputs.max() > 1):
     raise DataError(f'{where}: pixel values outside [0, 1].')
+
+
+def _validate_survival(where, labels, n) -> None:
+  if labels.dtype != np.float32 or labels.shape != (n, 2):
+    raise DataError(f'{where}: survival labels are {labels.dtype} '
+                    f'{labels.shape}, expected float32 [{n}, 2] (time, event).')
+  time, event = labels[:, 0], labels[:, 1]
+  if not np.isfinite(time).all() or time.min() < 0:
+    raise DataError(f'{where}: survival times must be finite and >= 0.')
+  if not np.isin(event, (0, 1)).all():
+    raise DataError(f'{where}: events must be 1 (event) or 0 (censored).')
 
 
 def _validate_labels(where, labels, n, num_classes, multilabel) -> None:

@@ -5,7 +5,9 @@ Batches are dicts of host arrays:
   train: {'image': [batch, height, width, channels] float32, 'label': [batch]}
   eval:  the same plus 'mask': [batch] float32, 0 on padding.
 
-Labels are int32 `[batch]` (or `[batch, num_labels]` for multi-label data).
+Labels are int32 `[batch]` (or `[batch, num_labels]` for multi-label data,
+float32 `[batch, 2]` (time, event) for survival). Inputs need not be images:
+float inputs come out float32, integer inputs (token ids) int32.
 """
 
 import queue
@@ -60,12 +62,18 @@ def train_batches(images: np.ndarray, labels: np.ndarray, batch_size: int, *,
   return _gather_batches(images, labels, order[:stop], batch_size)
 
 
+def _model_dtype(x: np.ndarray) -> np.ndarray:
+  """float32 for floating arrays, int32 for integer ones (no copy when already so)."""
+  kind = np.float32 if np.issubdtype(x.dtype, np.floating) else np.int32
+  return x.astype(kind, copy=False)
+
+
 def _gather_batches(images, labels, order, batch_size) -> Iterator[Batch]:
   """Yields `images[order]`, `labels[order]` in chunks of `batch_size`."""
   for start in range(0, len(order), batch_size):
     index = order[start:start + batch_size]
-    yield {'image': images[index].astype(np.float32, copy=False),
-           'label': labels[index].astype(np.int32, copy=False)}
+    yield {'image': _model_dtype(images[index]),
+           'label': _model_dtype(labels[index])}
 
 
 def eval_batches(images: np.ndarray, labels: np.ndarray,
@@ -94,8 +102,8 @@ def _padded_batches(images, labels, batch_size) -> Iterator[Batch]:
   """Yields consecutive batches, the last one zero-padded and masked."""
   for start in range(0, len(images), batch_size):
     stop = start + batch_size
-    batch = {'image': images[start:stop].astype(np.float32, copy=False),
-             'label': labels[start:stop].astype(np.int32, copy=False)}
+    batch = {'image': _model_dtype(images[start:stop]),
+             'label': _model_dtype(labels[start:stop])}
     real = len(batch['label'])
     batch = {key: _pad(value, batch_size) for key, value in batch.items()}
     batch['mask'] = (np.arange(batch_size) < real).astype(np.float32)
@@ -122,9 +130,10 @@ def _check(images: np.ndarray, labels: np.ndarray, batch_size: int) -> int:
                      f'{labels.shape}.')
   if len(images) != len(labels):
     raise ValueError(f'{len(images)} images but {len(labels)} labels.')
-  if not np.issubdtype(images.dtype, np.floating):
-    raise ValueError(f'images must be floating point (e.g. float32 in [0, 1]),'
-                     f' got {images.dtype}.')
+  if not (np.issubdtype(images.dtype, np.floating)
+          or np.issubdtype(images.dtype, np.integer)):
+    raise ValueError('inputs must be floating point (e.g. images in [0, 1]) '
+                     f'or integer (token ids), got {images.dtype}.')
   return len(images)
 
 

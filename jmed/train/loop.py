@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from jmed import data as jdata
 from jmed import metrics as jmetrics
 from jmed import models
+from jmed import survival
 from jmed.configs import TrainConfig
 from jmed.data import augment as jaugment
 from jmed.optim import make_optimizer
@@ -60,11 +61,24 @@ def _stack(batches):
   return {k: np.stack([b[k] for b in batches]) for k in batches[0]}
 
 
-SELECT_METRICS = ('auroc', 'accuracy', 'auprc', 'f1', 'loss')
+SELECT_METRICS = ('auto', 'auroc', 'accuracy', 'auprc', 'f1', 'c_index', 'loss')
+
+
+def select_metric(name: str, task: str) -> str:
+  """The validation metric that picks the best checkpoint: 'auto' is the C-index for survival
+  and AUROC otherwise."""
+  if name not in SELECT_METRICS:
+    raise ValueError(f'select_metric must be one of {SELECT_METRICS}, got {name!r}.')
+  if name == 'auto':
+    return 'c_index' if task == 'survival' else 'auroc'
+  if (name == 'c_index') != (task == 'survival') and name != 'loss':
+    raise ValueError(f'select_metric {name!r} does not apply to task {task!r}.')
+  return name
 
 
 def evaluate(state, eval_fn, images, labels, batch_size: int, mesh, task: str) -> dict:
-  """Loss and `jmed.metrics.classification_metrics` of `state` over every example."""
+  """Loss and `jmed.metrics.classification_metrics` of `state` over every example (for
+  'survival': `jmed.survival.survival_metrics`, the C-index and the Cox loss over the split)."""
   totals = {'loss_sum': 0.0, 'correct': 0.0, 'count': 0.0}
   probs = []
   for batch in jdata.eval_batches(images, labels, batch_size):
@@ -72,10 +86,12 @@ def evaluate(state, eval_fn, images, labels, batch_size: int, mesh, task: str) -
     for k in totals:
       totals[k] += float(out[k])
     probs.append(out['probs'][batch['mask'] > 0])
-  result = jmetrics.classification_metrics(np.concatenate(probs), labels, task=task)
-  result['loss'] = totals['loss_sum'] / totals['count']
   if not math.isclose(totals['count'], len(labels)):
     raise AssertionError(f'evaluated {totals["count"]} examples of {len(labels)}')
+  if task == 'survival':  # the Cox loss couples examples: compute it over the whole split
+    return survival.survival_metrics(np.concatenate(probs), labels[:, 0], labels[:, 1])
+  result = jmetrics.classification_metrics(np.concatenate(probs), labels, task=task)
+  result['loss'] = totals['loss_sum'] / totals['count']
   return result
 
 
@@ -119,10 +135,9 @@ def fit(cfg: TrainConfig, dataset=None) -> dict:
   if cfg.early_stopping_patience < 0:
     raise ValueError(f'early_stopping_patience must be >= 0, got {cfg.early_stopping_patience}.')
   if dataset is None:
-    dataset = jdata.load_dataset(cfg.dataset, data_dir=cfg.data_dir, tfds_dir=cfg.tfds_dir)
-  if cfg.select_metric not in SELECT_METRICS:
-    raise ValueError(f'select_metric must be one of {SELECT_METRICS}, got '
-                     f'{cfg.select_metric!r}.')
+    dataset = jdata.load_dataset(cfg.dataset, data_dir=cfg.data_dir, tfds_dir=cfg.tfds_dir,
+                                 text=cfg.text)
+  metric = select_metric(cfg.select_metric, dataset.task)
   augment = None if cfg.augment == 'none' else jaugment.get_augment(cfg.augment)
   train_images, train_labels = dataset.splits['train']
   steps_per_epoch = len(train_images) // cfg.batch_size
@@ -136,8 +151,7 @@ def fit(cfg: TrainConfig, dataset=None) -> dict:
   parallel.check_batch_size(cfg.batch_size, mesh)
   parallel.check_batch_size(cfg.eval_batch_size, mesh)
 
-  model = models.get_model(cfg.model, num_classes=dataset.num_classes,
-                           dropout_rate=cfg.dropout_rate, dtype=jnp.dtype(cfg.dtype))
+  model = _build_model(cfg, dataset)
   tx = make_optimizer(cfg.optimizer, total_steps)
   state = create_train_state(model, tx, train_images[:1], cfg.seed)
   state = parallel.replicate(state, mesh)
@@ -151,11 +165,14 @@ def fit(cfg: TrainConfig, dataset=None) -> dict:
     raise FileExistsError(f'{ckpt_dir} already holds checkpoints; pass resume=True (--resume) to '
                           'continue that run or choose another output_dir.')
   _write_json(os.path.join(cfg.output_dir, 'config.json'), dataclasses.asdict(cfg))
+  if dataset.tokenizer is not None:  # what turns new text into this model's inputs
+    dataset.tokenizer.save(os.path.join(cfg.output_dir, 'tokenizer.json'))
   log = _MetricsLog(os.path.join(cfg.output_dir, 'metrics.jsonl'), append=cfg.resume)
 
   task = dataset.task
-  train_fn = parallel.data_parallel(steps.bind(steps.train_steps, task, augment), mesh,
-                                    batch_axis=1)
+  train_fn = parallel.data_parallel(
+      steps.bind(steps.train_steps, task, augment, _class_weights(cfg, dataset)), mesh,
+      batch_axis=1)
   eval_fn = jax.jit(steps.bind(steps.eval_step, task))
   best = _read_best(cfg.output_dir) if cfg.resume else None
   stopped_early = False
@@ -181,9 +198,9 @@ def fit(cfg: TrainConfig, dataset=None) -> dict:
         val = evaluate(state, eval_fn, *dataset.splits[val_split], cfg.eval_batch_size, mesh,
                        task)
         record.update({f'val_{k}': v for k, v in val.items()})
-        if _improves(val[cfg.select_metric], best, cfg.select_metric):
-          best = {'epoch': epoch, 'step': step, 'metric': f'val_{cfg.select_metric}',
-                  'value': val[cfg.select_metric], 'val': val}
+        if _improves(val[metric], best, metric):
+          best = {'epoch': epoch, 'step': step, 'metric': f'val_{metric}',
+                  'value': val[metric], 'val': val}
           checkpoint.save(best_manager, state, wait=True)
           _write_json(os.path.join(cfg.output_dir, 'best.json'), best)
         record['best_epoch'] = best['epoch'] if best else None
@@ -205,7 +222,7 @@ def fit(cfg: TrainConfig, dataset=None) -> dict:
   else:
     test = last_test
   summary = {
-      'model': cfg.model, 'dataset': cfg.dataset, 'task': task, 'steps': step,
+      'model': cfg.model, 'dataset': dataset.name, 'task': task, 'steps': step,
       'epochs': cfg.epochs, 'batch_size': cfg.batch_size, 'devices': mesh.devices.size,
       'best': best, 'stopped_early': stopped_early,
       **{f'test_{k}': v for k, v in test.items()},
@@ -216,6 +233,27 @@ def fit(cfg: TrainConfig, dataset=None) -> dict:
   }
   _write_json(os.path.join(cfg.output_dir, 'summary.json'), summary)
   return summary
+
+
+def _class_weights(cfg: TrainConfig, dataset):
+  if cfg.class_weights == 'none':
+    return None
+  if cfg.class_weights != 'balanced' or dataset.task not in ('binary', 'multiclass'):
+    raise ValueError(f"class_weights must be 'none', or 'balanced' for a single-label task; got "
+                     f'{cfg.class_weights!r} for {dataset.task!r}.')
+  return steps.balanced_class_weights(dataset.splits['train'][1], dataset.num_classes)
+
+
+def _build_model(cfg: TrainConfig, dataset):
+  """`cfg.model` sized for `dataset` (classes, vocabulary, ...) with `cfg.model_kwargs`."""
+  kwargs = dict(num_classes=dataset.num_classes, dropout_rate=cfg.dropout_rate,
+                dtype=jnp.dtype(cfg.dtype), **dataset.model_kwargs)
+  kwargs.update(cfg.model_kwargs)
+  try:
+    return models.get_model(cfg.model, **kwargs)
+  except TypeError as e:
+    raise ValueError(f'model {cfg.model!r} does not fit dataset {dataset.name!r} with '
+                     f'{sorted(kwargs)}: {e}') from None
 
 
 def _improves(value, best, metric: str) -> bool:

@@ -1,6 +1,7 @@
 """A readable table of a run's validation and test metrics, from `fit`'s summary."""
 
 METRICS = ('accuracy', 'auroc', 'auprc', 'sensitivity', 'specificity', 'f1', 'ece', 'loss')
+SURVIVAL_METRICS = ('c_index', 'loss')  # loss: Cox negative log partial likelihood per event
 
 
 def _cell(value) -> str:
@@ -22,7 +23,7 @@ def format_summary(summary: dict) -> str:
     if summary.get('stopped_early'):
       title += ', stopped early'
   lines = [title, f"{'metric':<12} {'val@best':>9} {'test@best':>9} {'test@last':>9}"]
-  for name in METRICS:
+  for name in SURVIVAL_METRICS if summary['task'] == 'survival' else METRICS:
     lines.append(f'{name:<12} {_cell(val.get(name)):>9} '
                  f"{_cell(summary.get(f'test_{name}')):>9} "
                  f"{_cell(summary.get(f'last_test_{name}')):>9}")

@@ -1,10 +1,12 @@
 """Pure training and evaluation steps: `state, metrics = train_step(state, batch)`.
 
-A batch is a dict: 'image' [batch, ...] float model inputs (images are [batch, height, width,
-channels]), 'label' int32, and for evaluation 'mask' [batch] (1 for a real example, 0 for
-padding). Labels are [batch] class ids for task 'binary' / 'multiclass' (softmax cross-entropy),
-or [batch, labels] with 1 / 0 and -1 for a missing label for 'multilabel' (sigmoid
-cross-entropy over the observed labels).
+A batch is a dict: 'image' [batch, ...] model inputs (images [batch, height, width, channels],
+token ids [batch, length], feature vectors [batch, features], ...), 'label', and for evaluation
+'mask' [batch] (1 for a real example, 0 for padding). Labels are [batch] int32 class ids for task
+'binary' / 'multiclass' (softmax cross-entropy); [batch, labels] int32 with 1 / 0 and -1 for a
+missing label for 'multilabel' (sigmoid cross-entropy over the observed labels); or [batch, 2]
+float32 (time, event) for 'survival', where the model's first output is a log-risk score and the
+loss is Cox's negative log partial likelihood over the global batch (Breslow ties).
 
 `task` and `augment` are static: bind them with `functools.partial` before `jax.jit`.
 """
@@ -13,11 +15,13 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
+from jmed import survival
 from jmed.data import augment as jaugment
 
-TASKS = ('binary', 'multiclass', 'multilabel')
+TASKS = ('binary', 'multiclass', 'multilabel', 'survival')
 
 
 def cross_entropy(logits, labels):
@@ -41,11 +45,41 @@ def masked_sigmoid_cross_entropy(logits, labels):
   return (losses * observed).sum(-1) / labels.shape[-1]
 
 
-def loss_and_correct(logits, labels, task: str):
+def cox_loss_and_concordance(risk, labels, mask=None):
+  """Cox loss and concordance within a batch, per example.
+
+  Args:
+    risk: [batch] log-risk scores (higher = earlier event).
+    labels: [batch, 2] (time, event).
+    mask: optional [batch], 0 on padding.
+
+  Returns:
+    (losses [batch] whose mean over the batch is `jmed.survival.cox_loss`,
+     concordant [batch]: for an event, the fraction of later (comparable) examples it outranks;
+     0.5 where it has none, so the mean is a rough in-batch C-index).
+  """
+  time, event = labels[:, 0], labels[:, 1]
+  mask = jnp.ones_like(time) if mask is None else mask
+  terms = survival.cox_terms(risk, time, event, mask)
+  events = jnp.maximum((event * mask).sum(), 1)
+  comparable = (time[:, None] < time[None, :]) & (event[:, None] * mask[:, None] > 0) & (
+      mask[None, :] > 0)
+  wins = jnp.where(risk[:, None] > risk[None, :], 1.0,
+                   jnp.where(risk[:, None] == risk[None, :], 0.5, 0.0))
+  pairs = comparable.sum(-1)
+  concordant = jnp.where(pairs > 0, (wins * comparable).sum(-1) / jnp.maximum(pairs, 1), 0.5)
+  return terms * mask.sum() / events, concordant
+
+
+def loss_and_correct(logits, labels, task: str, mask=None):
   """Per-example loss [batch] and correctness [batch] (multi-label: fraction of observed labels
-  right at threshold 0.5; examples with no observed label count as right)."""
+  right at threshold 0.5; examples with no observed label count as right; survival: in-batch
+  concordance, see `cox_loss_and_concordance`). `mask` [batch] matters only to 'survival', whose
+  loss couples examples through risk sets."""
   if task not in TASKS:
     raise ValueError(f'task must be one of {TASKS}, got {task!r}.')
+  if task == 'survival':
+    return cox_loss_and_concordance(logits[:, 0], labels, mask)
   if task == 'multilabel':
     observed = labels >= 0
     right = ((logits > 0) == (labels == 1)) & observed
@@ -56,7 +90,10 @@ def loss_and_correct(logits, labels, task: str):
 
 
 def probabilities(logits, task: str):
-  """Softmax class probabilities, or independent sigmoid probabilities for 'multilabel'."""
+  """Softmax class probabilities, independent sigmoid probabilities for 'multilabel', or the
+  log-risk score [batch] for 'survival'."""
+  if task == 'survival':
+    return logits[:, 0]
   return jax.nn.sigmoid(logits) if task == 'multilabel' else jax.nn.softmax(logits, -1)
 
 
@@ -76,15 +113,17 @@ def apply_model(state, params, images, *, train: bool, rng=None):
   return logits, dict(new_stats)
 
 
-def train_step(state, batch, *, task: str = 'multiclass', augment=None):
+def train_step(state, batch, *, task: str = 'multiclass', augment=None, class_weights=None):
   """One optimizer step on a global batch; returns (new_state, metrics).
 
   Args:
     state: a `TrainState`.
-    batch: {'image': [batch, ...], 'label': [batch] or [batch, labels]}.
-    task: 'binary' | 'multiclass' | 'multilabel' (static).
+    batch: {'image': [batch, ...], 'label': [batch], [batch, labels] or [batch, 2]}.
+    task: 'binary' | 'multiclass' | 'multilabel' | 'survival' (static).
     augment: None, a preset name or a `jmed.data.augment.AugmentConfig` (static); applied on
       device to the images with a key derived from the state's rng and step.
+    class_weights: None, or a tuple of one loss weight per class (static; 'binary' and
+      'multiclass'): the gradient follows the weighted mean loss, the metrics stay unweighted.
 
   Metrics are sums over the batch ('loss_sum', 'correct', 'count') so they add up across steps
   and devices without bias; divide by 'count' for means.
@@ -97,7 +136,11 @@ def train_step(state, batch, *, task: str = 'multiclass', augment=None):
   def loss_fn(params):
     logits, new_stats = apply_model(state, params, images, train=True, rng=rng)
     losses, correct = loss_and_correct(logits, batch['label'], task)
-    return losses.mean(), (losses, correct, new_stats)
+    objective = losses.mean()
+    if class_weights is not None:
+      weights = jnp.asarray(class_weights, losses.dtype)[batch['label']]
+      objective = (losses * weights).mean()
+    return objective, (losses, correct, new_stats)
 
   (_, (losses, correct, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
       state.params)
@@ -110,7 +153,8 @@ def train_step(state, batch, *, task: str = 'multiclass', augment=None):
   return state, metrics
 
 
-def train_steps(state, batches, *, task: str = 'multiclass', augment=None):
+def train_steps(state, batches, *, task: str = 'multiclass', augment=None,
+                class_weights=None):
   """`train_step` over a leading axis of batches ([steps, batch, ...]), unrolled in one program.
 
   Unrolled rather than `lax.scan`: XLA:CPU runs convolutions inside loops far slower. Returns the
@@ -120,16 +164,18 @@ def train_steps(state, batches, *, task: str = 'multiclass', augment=None):
   per_step = []
   for i in range(num_steps):
     state, metrics = train_step(state, jax.tree.map(lambda x: x[i], batches), task=task,
-                                augment=augment)
+                                augment=augment, class_weights=class_weights)
     per_step.append(metrics)
   return state, jax.tree.map(lambda *xs: jnp.stack(xs), *per_step)
 
 
 def eval_step(state, batch, *, task: str = 'multiclass'):
-  """Masked evaluation sums plus probabilities [batch, classes] for AUROC and friends."""
+  """Masked evaluation sums plus probabilities [batch, classes] for AUROC and friends (the risk
+  score [batch] for 'survival', whose loss here is per batch: `evaluate` recomputes it over the
+  whole split)."""
   logits, _ = apply_model(state, state.params, batch['image'], train=False)
   mask = batch['mask']
-  losses, correct = loss_and_correct(logits, batch['label'], task)
+  losses, correct = loss_and_correct(logits, batch['label'], task, mask)
   return {
       'loss_sum': (losses * mask).sum(),
       'correct': (correct * mask).sum(),
@@ -138,8 +184,15 @@ def eval_step(state, batch, *, task: str = 'multiclass'):
   }
 
 
-def bind(step_fn, task: str, augment=None):
-  """`step_fn` with its static `task` (and `augment`, for training steps) bound."""
-  if augment is None:
-    return functools.partial(step_fn, task=task)
-  return functools.partial(step_fn, task=task, augment=augment)
+def bind(step_fn, task: str, augment=None, class_weights=None):
+  """`step_fn` with its static `task` (and `augment` and `class_weights`, for training steps)
+  bound."""
+  kwargs = {'augment': augment, 'class_weights': class_weights}
+  return functools.partial(step_fn, task=task, **{k: v for k, v in kwargs.items() if v is not None})
+
+
+def balanced_class_weights(labels, num_classes: int):
+  """scikit-learn's 'balanced' weights, n / (num_classes * count[c]), as a tuple of floats
+  (classes absent from `labels` [n] get weight 0)."""
+  counts = np.bincount(np.asarray(labels), minlength=num_classes)
+  return tuple(float(len(labels) / (num_classes * c)) if c else 0.0 for c in counts)
