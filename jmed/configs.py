@@ -141,3 +141,42 @@ def field_docs(cls) -> dict:
       for name in names:
         docs[name] += ' ' + text
   return docs
+
+
+def _text_recipe(model: str, model_kwargs: dict) -> TrainConfig:
+  return TrainConfig(
+      model=model, dataset='medical_abstracts', epochs=10, batch_size=32, eval_batch_size=289,
+      optimizer=OptimizerConfig(name='adamw', learning_rate=3e-3, weight_decay=0.05,
+                                schedule='warmup_cosine', warmup_steps=60),
+      dropout_rate=0.5, class_weights='balanced', select_metric='f1',
+      text=TextConfig(min_frequency=5, max_length=256), model_kwargs=model_kwargs,
+      steps_per_dispatch=1, output_dir=f'runs/{model}_medical_abstracts')
+
+
+# Medical Abstracts recipes, chosen on the validation split (`scripts/compare_text.py`).
+TEXT_RECIPES = {
+    'transformer': _text_recipe('transformer', {'embed_dim': 64, 'num_layers': 1, 'num_heads': 4,
+                                                'mlp_dim': 128, 'pooling': 'attention'}),
+    'gru': _text_recipe('gru', {'embed_dim': 64, 'hidden_size': 32, 'pooling': 'attention'}),
+}
+
+
+def _survival_recipe(dataset: str, hidden, batch_size: int, epochs: int) -> TrainConfig:
+  return TrainConfig(
+      model='mlp', dataset=dataset, epochs=epochs, batch_size=batch_size, eval_batch_size=400,
+      optimizer=OptimizerConfig(name='adam', learning_rate=1e-3, l2=0.01), dropout_rate=0.2,
+      model_kwargs={'hidden': list(hidden)}, steps_per_dispatch=1,
+      output_dir=f'runs/mlp_{dataset}')
+
+
+# DeepSurv-style MLP risk models on DeepSurv's own splits (`scripts/compare_survival.py`).
+SURVIVAL_RECIPES = {
+    'metabric': _survival_recipe('metabric', (41,), 256, 60),
+    'support': _survival_recipe('support', (64, 64), 512, 40),
+}
+
+# Test C-index reported by Katzman et al. 2018 (DeepSurv), Table 2: linear Cox PH and DeepSurv.
+DEEPSURV_PAPER = {
+    'metabric': {'CoxPH': 0.631, 'DeepSurv': 0.654},
+    'support': {'CoxPH': 0.583, 'DeepSurv': 0.618},
+}
