@@ -131,9 +131,10 @@ def _check(images: np.ndarray, labels: np.ndarray, batch_size: int) -> int:
   if len(images) != len(labels):
     raise ValueError(f'{len(images)} images but {len(labels)} labels.')
   if not (np.issubdtype(images.dtype, np.floating)
-          or np.issubdtype(images.dtype, np.integer)):
-    raise ValueError('inputs must be floating point (e.g. images in [0, 1]) '
-                     f'or integer (token ids), got {images.dtype}.')
+          or images.dtype in (np.int32, np.int64)):
+    raise ValueError('inputs must be floating point (e.g. images in [0, 1]: '
+                     'divide uint8 pixels by 255) or int32/int64 token ids, got '
+                     f'{images.dtype}.')
   return len(images)
 
 
