@@ -1,8 +1,10 @@
 """Shared fixtures: the real data under ../shared/data (or $JMED_DATA_DIR)."""
 
 import os
+import json
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -53,3 +55,32 @@ def run_on_forced_devices(tmp_path, devices: int, script: str, inputs_path):
                         env=env, capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
   return dict(np.load(out)), proc.stdout
+
+
+_HIDE_TENSORFLOW = textwrap.dedent("""
+    import json, sys
+
+    class Hide:  # Every import finder answers "not installed" for TF.
+      def __init__(self, finder):
+        self.finder = finder
+      def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] == 'tensorflow':
+          return None
+        find = getattr(self.finder, 'find_spec', None)
+        return find(name, path, target) if find else None
+
+    sys.meta_path[:] = [Hide(f) for f in sys.meta_path]
+""")
+
+
+def run_without_tensorflow(body: str, *args) -> dict:
+  """Runs `body` in a fresh Python where TensorFlow cannot be imported; `args` are its argv[1:].
+
+  `body` prints one JSON object as its last line of output, which is returned.
+  """
+  env = dict(os.environ, PYTHONPATH=str(REPO))
+  result = subprocess.run(
+      [sys.executable, '-c', _HIDE_TENSORFLOW + textwrap.dedent(body), *map(str, args)],
+      capture_output=True, text=True, timeout=120, check=False, env=env)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return json.loads(result.stdout.strip().splitlines()[-1])

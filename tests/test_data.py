@@ -2,18 +2,14 @@
 
 import dataclasses
 import gzip
-import json
 import re
 import shutil
-import subprocess
-import sys
-import textwrap
 import threading
 
 import numpy as np
 import pytest
 
-from conftest import real_data_dir
+from conftest import real_data_dir, run_without_tensorflow
 from jmed import data
 from jmed.data import medmnist
 from jmed.data import mnist
@@ -149,19 +145,7 @@ def test_pneumoniamnist_through_tfds_builder(pneumonia):
 @needs_pneumonia
 def test_medmnist_builds_and_reads_without_tensorflow(tmp_path):
   """Prepares and reads in a fresh interpreter where TF cannot be imported."""
-  script = textwrap.dedent("""
-      import json, sys
-
-      class Hide:  # Every import finder answers "not installed" for TF.
-        def __init__(self, finder):
-          self.finder = finder
-        def find_spec(self, name, path=None, target=None):
-          if name.split('.')[0] == 'tensorflow':
-            return None
-          find = getattr(self.finder, 'find_spec', None)
-          return find(name, path, target) if find else None
-
-      sys.meta_path[:] = [Hide(f) for f in sys.meta_path]
+  report = run_without_tensorflow("""
       import importlib.util
       assert importlib.util.find_spec('tensorflow') is None
       from jmed import data
@@ -169,12 +153,7 @@ def test_medmnist_builds_and_reads_without_tensorflow(tmp_path):
                              tfds_dir=sys.argv[2])
       print(json.dumps({'sizes': ds.sizes,
                         'tf_loaded': 'tensorflow' in sys.modules}))
-  """)
-  result = subprocess.run(
-      [sys.executable, '-c', script, str(DATA_DIR), str(tmp_path)],
-      capture_output=True, text=True, timeout=120, check=False)
-  assert result.returncode == 0, result.stderr[-3000:]
-  report = json.loads(result.stdout.strip().splitlines()[-1])
+  """, DATA_DIR, tmp_path)
   assert report == {'sizes': {'train': 4_708, 'validation': 524, 'test': 624},
                     'tf_loaded': False}
 

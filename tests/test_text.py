@@ -4,13 +4,11 @@ import json
 import os
 from pathlib import Path
 import re
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
 
+from conftest import run_without_tensorflow
 from jmed import text
 from jmed.data import medical_abstracts
 from jmed.data.errors import DataError, MissingDataError
@@ -18,7 +16,6 @@ from jmed.data.errors import DataError, MissingDataError
 DATA_DIR = Path(os.environ.get('JMED_DATA_DIR') or
                 Path(__file__).resolve().parents[1].parent / 'shared' / 'data')
 MANUAL_DIR = DATA_DIR / 'medical_abstracts'
-REPO = Path(__file__).resolve().parents[1]
 
 needs_abstracts = pytest.mark.skipif(
     not (MANUAL_DIR / medical_abstracts.TEST_FILE).is_file(),
@@ -227,30 +224,12 @@ def test_tfds_builder_equals_offline(tmp_path):
 @needs_abstracts
 def test_tfds_builder_builds_and_reads_without_tensorflow(tmp_path):
   """Prepares and reads in a fresh interpreter where TF cannot be imported."""
-  script = textwrap.dedent("""
-      import json, sys
-
-      class Hide:  # Every import finder answers "not installed" for TF.
-        def __init__(self, finder):
-          self.finder = finder
-        def find_spec(self, name, path=None, target=None):
-          if name.split('.')[0] == 'tensorflow':
-            return None
-          find = getattr(self.finder, 'find_spec', None)
-          return find(name, path, target) if find else None
-
-      sys.meta_path[:] = [Hide(f) for f in sys.meta_path]
+  report = run_without_tensorflow("""
       from jmed.data import medical_abstracts
       splits = medical_abstracts.load(sys.argv[1], tfds_dir=sys.argv[2])
       print(json.dumps({'sizes': {k: len(v[0]) for k, v in splits.items()},
                         'tf_loaded': 'tensorflow' in sys.modules}))
-  """)
-  env = dict(os.environ, PYTHONPATH=str(REPO))
-  result = subprocess.run(
-      [sys.executable, '-c', script, str(DATA_DIR), str(tmp_path)],
-      capture_output=True, text=True, timeout=120, check=False, env=env)
-  assert result.returncode == 0, result.stderr[-3000:]
-  report = json.loads(result.stdout.strip().splitlines()[-1])
+  """, DATA_DIR, tmp_path)
   assert report == {'sizes': medical_abstracts.SIZES, 'tf_loaded': False}
 
 

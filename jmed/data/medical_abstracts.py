@@ -47,7 +47,6 @@ Classification: Zero-Shot and Similarity-Based Approaches", NLPIR '22 (ACM,
 """
 
 import csv
-import hashlib
 import logging
 import os
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -57,6 +56,7 @@ import numpy as np
 from sklearn import model_selection
 import tensorflow_datasets as tfds
 
+from jmed.data import medmnist
 from jmed.data.errors import DataError, MissingDataError
 
 CLASS_NAMES = ('neoplasms', 'digestive system diseases',
@@ -213,14 +213,6 @@ def split_indices(labels: np.ndarray, *, seed: int = SEED,
           zip(SPLITS, (train, validation, test))}
 
 
-def _sha256(path: os.PathLike) -> str:
-  digest = hashlib.sha256()
-  with open(path, 'rb') as f:
-    for chunk in iter(lambda: f.read(1 << 20), b''):
-      digest.update(chunk)
-  return digest.hexdigest()
-
-
 class MedicalAbstracts(tfds.core.GeneratorBasedBuilder):
   """TFDS builder: the official test file, split 70/10/20 (see module doc).
 
@@ -266,7 +258,7 @@ class MedicalAbstracts(tfds.core.GeneratorBasedBuilder):
     path = _manual_csv(dl_manager)
     if path is None:
       path = os.fspath(dl_manager.download(URL.format(filename=TEST_FILE)))
-      if _sha256(path) != SHA256[TEST_FILE]:
+      if medmnist.file_digest(path, 'sha256') != SHA256[TEST_FILE]:
         raise DataError(f'Downloaded {path} does not match the SHA-256 '
                         f'{SHA256[TEST_FILE]} of the official {TEST_FILE}.')
     texts, labels = _read(path)

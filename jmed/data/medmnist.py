@@ -225,8 +225,9 @@ def _check_split(path, config, images, labels, split) -> Split:
   return images, labels[:, 0] if width == 1 else labels
 
 
-def _md5(path: os.PathLike) -> str:
-  digest = hashlib.md5()
+def file_digest(path: os.PathLike, algorithm: str = 'md5') -> str:
+  """Hex digest of a file's bytes, read in 1 MiB chunks ('md5', 'sha256', ...)."""
+  digest = hashlib.new(algorithm)
   with open(path, 'rb') as f:
     for chunk in iter(lambda: f.read(1 << 20), b''):
       digest.update(chunk)
@@ -278,7 +279,7 @@ class MedMnist(tfds.core.GeneratorBasedBuilder):
     path = _manual_npz(dl_manager, config.name)
     if path is None:
       path = dl_manager.download(URL.format(name=config.name))
-      if _md5(path) != config.md5:
+      if file_digest(path) != config.md5:
         raise DataError(f'Downloaded {path} does not match the official MD5 '
                         f'{config.md5} of {config.name}.npz.')
     splits = read_npz(path, config)
