@@ -138,6 +138,7 @@ def fit(cfg: TrainConfig, dataset=None) -> dict:
     dataset = jdata.load_dataset(cfg.dataset, data_dir=cfg.data_dir, tfds_dir=cfg.tfds_dir,
                                  text=cfg.text)
   metric = select_metric(cfg.select_metric, dataset.task)
+  class_weights = _class_weights(cfg, dataset)  # checked before anything is written
   augment = None if cfg.augment == 'none' else jaugment.get_augment(cfg.augment)
   train_images, train_labels = dataset.splits['train']
   steps_per_epoch = len(train_images) // cfg.batch_size
@@ -171,7 +172,7 @@ def fit(cfg: TrainConfig, dataset=None) -> dict:
 
   task = dataset.task
   train_fn = parallel.data_parallel(
-      steps.bind(steps.train_steps, task, augment, _class_weights(cfg, dataset)), mesh,
+      steps.bind(steps.train_steps, task, augment, class_weights), mesh,
       batch_axis=1)
   eval_fn = jax.jit(steps.bind(steps.eval_step, task))
   best = _read_best(cfg.output_dir) if cfg.resume else None
