@@ -61,6 +61,55 @@ class TextConfig:
 
 
 @dataclasses.dataclass
+class MoleculeConfig:
+  """How a MoleculeNet dataset ('esol', 'bbbp', 'tox21') becomes model inputs (see
+  `jmed.data.moleculenet` and `jmed.text.smiles`).
+
+  Attributes:
+    features: 'smiles' (atom-level SMILES token ids, for sequence models) or 'fingerprint'
+      (Morgan fingerprints, radius 2, for an MLP).
+    split: 'random', 'scaffold' (Bemis-Murcko, deterministic) or 'auto' (the split MoleculeNet
+      recommends for the dataset: random for ESOL and Tox21, scaffold for BBBP).
+    split_seed: seed of the random split.
+    max_length: SMILES tokens per molecule ([BOS]/[EOS] included); longer ones are truncated,
+      shorter ones padded.
+    fingerprint_bits: fingerprint length.
+    skip_invalid: drop molecules RDKit cannot parse (logging each row) instead of raising an
+      error that names the row.
+  """
+
+  features: str = 'smiles'
+  split: str = 'auto'
+  split_seed: int = 0
+  max_length: int = 128
+  fingerprint_bits: int = 1024
+  skip_invalid: bool = True
+
+
+@dataclasses.dataclass
+class PrivacyConfig:
+  """Differentially private training (DP-SGD, Abadi et al. 2016; see `jmed.privacy`).
+
+  Attributes:
+    enabled: train with DP-SGD: each example's gradient is clipped to `l2_clip`, the clipped
+      gradients are summed, Gaussian noise of std `noise_multiplier * l2_clip` is added, and the
+      sum is divided by the batch size.
+    l2_clip: per-example gradient L2 norm bound C.
+    noise_multiplier: noise std as a multiple of C (sigma).
+    delta: the delta of the reported (epsilon, delta) guarantee; 0 means 1 / (training
+      examples).
+    accountant: 'rdp' (Renyi DP) or 'pld' (privacy loss distributions, tighter), both from
+      Google's dp-accounting, treating each step as Poisson sampling at rate batch / n.
+  """
+
+  enabled: bool = False
+  l2_clip: float = 1.0
+  noise_multiplier: float = 1.1
+  delta: float = 0.0
+  accountant: str = 'rdp'
+
+
+@dataclasses.dataclass
 class TrainConfig:
   """One training run. Defaults are the seed's recipe on PneumoniaMNIST.
 
@@ -75,6 +124,8 @@ class TrainConfig:
     seed: seeds initialisation, shuffling and dropout.
     optimizer: see `OptimizerConfig`.
     text: see `TextConfig` (text datasets only).
+    molecule: see `MoleculeConfig` (MoleculeNet datasets only).
+    privacy: see `PrivacyConfig` (DP-SGD; off by default).
     model_kwargs: the model's own hyperparameters by field name, e.g. {"hidden": [64]} for
       'mlp' or {"num_layers": 1} for 'transformer'.
     dropout_rate: model dropout.
@@ -106,6 +157,8 @@ class TrainConfig:
   seed: int = 0
   optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
   text: TextConfig = dataclasses.field(default_factory=TextConfig)
+  molecule: MoleculeConfig = dataclasses.field(default_factory=MoleculeConfig)
+  privacy: PrivacyConfig = dataclasses.field(default_factory=PrivacyConfig)
   model_kwargs: dict = dataclasses.field(default_factory=dict)
   dropout_rate: float = 0.0
   class_weights: str = 'none'

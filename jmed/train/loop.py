@@ -61,7 +61,9 @@ def _stack(batches):
   return {k: np.stack([b[k] for b in batches]) for k in batches[0]}
 
 
-SELECT_METRICS = ('auto', 'auroc', 'accuracy', 'auprc', 'f1', 'c_index', 'loss')
+SELECT_METRICS = ('auto', 'auroc', 'accuracy', 'auprc', 'f1', 'c_index', 'rmse', 'mae', 'r2',
+                  'loss')
+MINIMIZED = ('loss', 'rmse', 'mae')  # validation metrics where lower is better
 
 
 def select_metric(name: str, task: str) -> str:
@@ -136,7 +138,7 @@ def fit(cfg: TrainConfig, dataset=None) -> dict:
     raise ValueError(f'early_stopping_patience must be >= 0, got {cfg.early_stopping_patience}.')
   if dataset is None:
     dataset = jdata.load_dataset(cfg.dataset, data_dir=cfg.data_dir, tfds_dir=cfg.tfds_dir,
-                                 text=cfg.text)
+                                 text=cfg.text, molecule=cfg.molecule)
   metric = select_metric(cfg.select_metric, dataset.task)
   class_weights = _class_weights(cfg, dataset)  # checked before anything is written
   augment = None if cfg.augment == 'none' else jaugment.get_augment(cfg.augment)
