@@ -78,7 +78,8 @@ class Dataset:
 
 def load_dataset(name: str, data_dir: Optional[str] = None,
                  tfds_dir: Optional[str] = None, *,
-                 split_kind: Optional[str] = None, text=None) -> Dataset:
+                 split_kind: Optional[str] = None, text=None,
+                 molecule=None) -> Dataset:
   """Loads dataset `name` as model-ready arrays.
 
   Args:
