@@ -74,6 +74,31 @@ def infer_task(probs, labels) -> str:
   return 'binary' if np.shape(probs)[-1] == 2 else 'multiclass'
 
 
+def regression_metrics(predictions, targets) -> dict:
+  """RMSE, MAE and R^2 of predictions against targets, both [n, targets] (or [n]).
+
+  With several targets each metric is the mean over targets (MoleculeNet's convention).
+
+  Raises:
+    ValueError: shapes differ, fewer than 2 examples, or non-finite values.
+  """
+  predictions = np.asarray(predictions, np.float64)
+  targets = np.asarray(targets, np.float64)
+  if predictions.shape != targets.shape or len(targets) < 2:
+    raise ValueError(f'predictions {predictions.shape} and targets {targets.shape} must have '
+                     'the same shape with at least 2 examples.')
+  if not (np.isfinite(predictions).all() and np.isfinite(targets).all()):
+    raise ValueError('predictions and targets must be finite.')
+  predictions = predictions.reshape(len(targets), -1)
+  targets = targets.reshape(len(targets), -1)
+  errors = predictions - targets
+  return {
+      'rmse': float(np.sqrt(np.square(errors).mean(0)).mean()),
+      'mae': float(np.abs(errors).mean(0).mean()),
+      'r2': float(skm.r2_score(targets, predictions)),
+  }
+
+
 # ---------------------------------------------------------------- per task
 
 

@@ -11,7 +11,8 @@ import dataclasses
 import json
 import sys
 
-from jmed.configs import OptimizerConfig, TextConfig, TrainConfig, field_docs
+from jmed.configs import (MoleculeConfig, OptimizerConfig, PrivacyConfig, TextConfig, TrainConfig,
+                          field_docs)
 from jmed.data import DATASET_NAMES
 from jmed.data.augment import PRESETS
 from jmed.models import MODELS
@@ -19,15 +20,16 @@ from jmed.train.loop import NonFiniteLossError, fit
 from jmed.train.report import format_summary
 
 
-def _add_fields(parser, cls, skip=(), extra_help=None):
-  """One --flag per dataclass field, typed, defaulted and documented from the dataclass."""
+def _add_fields(parser, cls, skip=(), extra_help=None, prefix=''):
+  """One --flag per dataclass field, typed, defaulted and documented from the dataclass
+  (`prefix` + the field name, e.g. --dp-l2-clip; its value lands under the same name)."""
   docs = field_docs(cls)
   for name, text in (extra_help or {}).items():
     docs[name] = f'{docs.get(name, "")} {text}'.strip()
   for field in dataclasses.fields(cls):
     if field.name in skip:
       continue
-    flag = '--' + field.name.replace('_', '-')
+    flag = '--' + (prefix + field.name).replace('_', '-')
     default = field.default
     if field.default_factory is dict:
       parser.add_argument(flag, type=json.loads, default={},
@@ -43,7 +45,7 @@ def _add_fields(parser, cls, skip=(), extra_help=None):
 def parse_config(argv=None) -> TrainConfig:
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  _add_fields(parser, TrainConfig, skip=('optimizer', 'text'), extra_help={
+  _add_fields(parser, TrainConfig, skip=('optimizer', 'text', 'molecule', 'privacy'), extra_help={
       'model': f'One of: {", ".join(MODELS)}.',
       'dataset': f'One of: {", ".join(DATASET_NAMES)}.',
       'augment': f'One of: {", ".join(PRESETS)}.'})
@@ -52,12 +54,20 @@ def parse_config(argv=None) -> TrainConfig:
                    help='sgd | adam | rmsprop | adamw | amsgrad')
   _add_fields(opt, OptimizerConfig, skip=('name',))
   _add_fields(parser.add_argument_group('text datasets'), TextConfig)
+  _add_fields(parser.add_argument_group('molecule datasets (esol, bbbp, tox21)'), MoleculeConfig,
+              prefix='molecule_')
+  _add_fields(parser.add_argument_group('differential privacy (DP-SGD)'), PrivacyConfig,
+              prefix='dp_')
   args = vars(parser.parse_args(argv))
   opt_fields = {f.name for f in dataclasses.fields(OptimizerConfig)}
   optimizer = OptimizerConfig(name=args.pop('optimizer'),
                               **{k: args.pop(k) for k in list(args) if k in opt_fields})
   text = TextConfig(**{f.name: args.pop(f.name) for f in dataclasses.fields(TextConfig)})
-  return TrainConfig(optimizer=optimizer, text=text, **args)
+  molecule = MoleculeConfig(**{f.name: args.pop('molecule_' + f.name)
+                               for f in dataclasses.fields(MoleculeConfig)})
+  privacy = PrivacyConfig(**{f.name: args.pop('dp_' + f.name)
+                             for f in dataclasses.fields(PrivacyConfig)})
+  return TrainConfig(optimizer=optimizer, text=text, molecule=molecule, privacy=privacy, **args)
 
 
 def main(argv=None) -> int:

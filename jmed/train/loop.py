@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from jmed import data as jdata
 from jmed import metrics as jmetrics
 from jmed import models
+from jmed import privacy as jprivacy
 from jmed import survival
 from jmed.configs import TrainConfig
 from jmed.data import augment as jaugment
@@ -67,23 +68,39 @@ MINIMIZED = ('loss', 'rmse', 'mae')  # validation metrics where lower is better
 
 
 def select_metric(name: str, task: str) -> str:
-  """The validation metric that picks the best checkpoint: 'auto' is the C-index for survival
-  and AUROC otherwise."""
+  """The validation metric that picks the best checkpoint: 'auto' is the C-index for survival,
+  the RMSE for regression and AUROC otherwise."""
   if name not in SELECT_METRICS:
     raise ValueError(f'select_metric must be one of {SELECT_METRICS}, got {name!r}.')
   if name == 'auto':
-    return 'c_index' if task == 'survival' else 'auroc'
-  if (name == 'c_index') != (task == 'survival') and name != 'loss':
+    return {'survival': 'c_index', 'regression': 'rmse'}.get(task, 'auroc')
+  if name != 'loss' and name not in _TASK_METRICS.get(task, _CLASSIFICATION_METRICS):
     raise ValueError(f'select_metric {name!r} does not apply to task {task!r}.')
   return name
 
 
-def evaluate(state, eval_fn, images, labels, batch_size: int, mesh, task: str) -> dict:
+_CLASSIFICATION_METRICS = ('auroc', 'accuracy', 'auprc', 'f1')
+_TASK_METRICS = {'survival': ('c_index',), 'regression': ('rmse', 'mae', 'r2')}
+
+
+def target_scale(labels):
+  """(mean, std) of regression targets [n, targets] as float32 [targets] each (std 1 where a
+  target is constant): training fits (y - mean) / std, and predictions are mapped back."""
+  mean = labels.mean(0).astype(np.float32)
+  std = labels.std(0).astype(np.float32)
+  return mean, np.where(std > 0, std, 1).astype(np.float32)
+
+
+def evaluate(state, eval_fn, images, labels, batch_size: int, mesh, task: str,
+             scale=None) -> dict:
   """Loss and `jmed.metrics.classification_metrics` of `state` over every example (for
-  'survival': `jmed.survival.survival_metrics`, the C-index and the Cox loss over the split)."""
+  'survival': `jmed.survival.survival_metrics`, the C-index and the Cox loss over the split; for
+  'regression': `jmed.metrics.regression_metrics` in the targets' own units, where `scale` is
+  `target_scale` of the training targets and the loss is the MSE of standardised targets)."""
   totals = {'loss_sum': 0.0, 'correct': 0.0, 'count': 0.0}
   probs = []
-  for batch in jdata.eval_batches(images, labels, batch_size):
+  scaled = labels if scale is None else (labels - scale[0]) / scale[1]
+  for batch in jdata.eval_batches(images, scaled, batch_size):
     out = jax.device_get(eval_fn(state, parallel.shard_batch(batch, mesh)))
     for k in totals:
       totals[k] += float(out[k])
@@ -92,7 +109,13 @@ def evaluate(state, eval_fn, images, labels, batch_size: int, mesh, task: str) -
     raise AssertionError(f'evaluated {totals["count"]} examples of {len(labels)}')
   if task == 'survival':  # the Cox loss couples examples: compute it over the whole split
     return survival.survival_metrics(np.concatenate(probs), labels[:, 0], labels[:, 1])
-  result = jmetrics.classification_metrics(np.concatenate(probs), labels, task=task)
+  if task == 'regression':
+    predictions = np.concatenate(probs)
+    if scale is not None:
+      predictions = predictions * scale[1] + scale[0]
+    result = jmetrics.regression_metrics(predictions, labels)
+  else:
+    result = jmetrics.classification_metrics(np.concatenate(probs), labels, task=task)
   result['loss'] = totals['loss_sum'] / totals['count']
   return result
 
@@ -141,8 +164,12 @@ def fit(cfg: TrainConfig, dataset=None) -> dict:
                                  text=cfg.text, molecule=cfg.molecule)
   metric = select_metric(cfg.select_metric, dataset.task)
   class_weights = _class_weights(cfg, dataset)  # checked before anything is written
+  privacy = _privacy(cfg, dataset.task)
   augment = None if cfg.augment == 'none' else jaugment.get_augment(cfg.augment)
   train_images, train_labels = dataset.splits['train']
+  scale = target_scale(train_labels) if dataset.task == 'regression' else None
+  if scale is not None:  # train on standardised targets; metrics map predictions back
+    train_labels = (train_labels - scale[0]) / scale[1]
   steps_per_epoch = len(train_images) // cfg.batch_size
   if steps_per_epoch == 0:
     raise ValueError(f'batch_size {cfg.batch_size} exceeds the {len(train_images)} training '
@@ -157,6 +184,10 @@ def fit(cfg: TrainConfig, dataset=None) -> dict:
   model = _build_model(cfg, dataset)
   tx = make_optimizer(cfg.optimizer, total_steps)
   state = create_train_state(model, tx, train_images[:1], cfg.seed)
+  if privacy and state.batch_stats:
+    raise ValueError(f'DP-SGD needs per-example gradients, which BatchNorm statistics do not '
+                     f'allow: model {cfg.model!r} has {sorted(state.batch_stats)}; use a model '
+                     'without BatchNorm.')
   state = parallel.replicate(state, mesh)
 
   os.makedirs(cfg.output_dir, exist_ok=True)
@@ -174,7 +205,7 @@ def fit(cfg: TrainConfig, dataset=None) -> dict:
 
   task = dataset.task
   train_fn = parallel.data_parallel(
-      steps.bind(steps.train_steps, task, augment, class_weights), mesh,
+      steps.bind(steps.train_steps, task, augment, class_weights, privacy), mesh,
       batch_axis=1)
   eval_fn = jax.jit(steps.bind(steps.eval_step, task))
   best = _read_best(cfg.output_dir) if cfg.resume else None
@@ -197,9 +228,13 @@ def fit(cfg: TrainConfig, dataset=None) -> dict:
           cfg, state, train_fn, mesh, manager, ckpt_dir, (train_images, train_labels), epoch,
           step, min(last_step, (epoch + 1) * steps_per_epoch), timing, bar)
       step = record['step']
+      if task == 'regression':  # no notion of right or wrong
+        record.pop('train_accuracy')
+      if privacy:
+        record['epsilon'] = _budget(cfg, len(train_images), step)['epsilon']
       if val_split:
         val = evaluate(state, eval_fn, *dataset.splits[val_split], cfg.eval_batch_size, mesh,
-                       task)
+                       task, scale)
         record.update({f'val_{k}': v for k, v in val.items()})
         if _improves(val[metric], best, metric):
           best = {'epoch': epoch, 'step': step, 'metric': f'val_{metric}',
@@ -218,7 +253,7 @@ def fit(cfg: TrainConfig, dataset=None) -> dict:
     manager.wait_until_finished()
     log.close()
 
-  split_data = (*dataset.splits['test'], cfg.eval_batch_size, mesh, task)
+  split_data = (*dataset.splits['test'], cfg.eval_batch_size, mesh, task, scale)
   last_test = evaluate(state, eval_fn, *split_data)
   if best is not None:  # report the test split at the checkpoint validation picked
     test = evaluate(checkpoint.restore_latest(best_manager, state), eval_fn, *split_data)
@@ -228,6 +263,9 @@ def fit(cfg: TrainConfig, dataset=None) -> dict:
       'model': cfg.model, 'dataset': dataset.name, 'task': task, 'steps': step,
       'epochs': cfg.epochs, 'batch_size': cfg.batch_size, 'devices': mesh.devices.size,
       'best': best, 'stopped_early': stopped_early,
+      **({'target_scale': {'mean': scale[0].tolist(), 'std': scale[1].tolist()}}
+         if scale is not None else {}),
+      **({'privacy': _budget(cfg, len(train_images), step)} if privacy else {}),
       **{f'test_{k}': v for k, v in test.items()},
       **{f'last_test_{k}': v for k, v in last_test.items()},
       'train_images_per_sec': timing['train_images'] / max(timing['train_seconds'], 1e-9),
@@ -247,6 +285,25 @@ def _class_weights(cfg: TrainConfig, dataset):
   return steps.balanced_class_weights(dataset.splits['train'][1], dataset.num_classes)
 
 
+def _privacy(cfg: TrainConfig, task: str):
+  """(l2_clip, noise_multiplier) for a DP-SGD run, else None; checked before anything is
+  written."""
+  if not cfg.privacy.enabled:
+    return None
+  jprivacy.check_config(cfg.privacy)
+  if task == 'survival':
+    raise ValueError("DP-SGD needs per-example gradients; the Cox loss of task 'survival' "
+                     'couples examples in a batch.')
+  return (float(cfg.privacy.l2_clip), float(cfg.privacy.noise_multiplier))
+
+
+def _budget(cfg: TrainConfig, num_examples: int, step: int) -> dict:
+  """The privacy spent after `step` steps (epsilon is None without noise: no guarantee)."""
+  if cfg.privacy.noise_multiplier == 0:
+    return {'epsilon': None, 'noise_multiplier': 0.0, 'steps': step}
+  return jprivacy.budget(cfg.privacy, cfg.batch_size, num_examples, step)
+
+
 def _build_model(cfg: TrainConfig, dataset):
   """`cfg.model` sized for `dataset` (classes, vocabulary, ...) with `cfg.model_kwargs`."""
   kwargs = dict(num_classes=dataset.num_classes, dropout_rate=cfg.dropout_rate,
@@ -260,12 +317,13 @@ def _build_model(cfg: TrainConfig, dataset):
 
 
 def _improves(value, best, metric: str) -> bool:
-  """Whether validation `value` beats the best so far (loss is minimised, the rest maximised)."""
+  """Whether validation `value` beats the best so far (`MINIMIZED` metrics are minimised, the
+  rest maximised)."""
   if value is None or not math.isfinite(value):
     return False
   if best is None:
     return True
-  return value < best['value'] if metric == 'loss' else value > best['value']
+  return value < best['value'] if metric in MINIMIZED else value > best['value']
 
 
 def _read_best(output_dir: str):
@@ -299,8 +357,8 @@ def _train_epoch(cfg, state, train_fn, mesh, manager, ckpt_dir, train_split, epo
     group_step, metrics = pending
     metrics = jax.device_get(metrics)
     _raise_if_non_finite(metrics['loss_sum'] / metrics['count'], group_step, ckpt_dir, manager)
-    for k in sums:
-      sums[k] += metrics[k].sum()
+    for k in metrics:
+      sums[k] = sums.get(k, 0) + metrics[k].sum()
 
   step = first_step
   try:
@@ -341,6 +399,10 @@ def _train_epoch(cfg, state, train_fn, mesh, manager, ckpt_dir, train_split, epo
   end = time.perf_counter()
   timing['train_seconds'] += end - steady_start
   count = max(sums['count'], 1)
-  return state, {'epoch': epoch, 'step': step, 'train_loss': sums['loss_sum'] / count,
-                 'train_accuracy': sums['correct'] / count, 'epoch_seconds': end - epoch_start,
-                 'images_per_sec': sums['count'] / (end - epoch_start)}
+  record = {'epoch': epoch, 'step': step, 'train_loss': float(sums['loss_sum'] / count),
+            'train_accuracy': float(sums['correct'] / count),
+            'epoch_seconds': end - epoch_start,
+            'images_per_sec': float(sums['count'] / (end - epoch_start))}
+  if 'clipped' in sums:  # DP-SGD: share of per-example gradients the clip bound cut
+    record['train_clipped_fraction'] = float(sums['clipped'] / count)
+  return state, record

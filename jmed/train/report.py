@@ -2,6 +2,8 @@
 
 METRICS = ('accuracy', 'auroc', 'auprc', 'sensitivity', 'specificity', 'f1', 'ece', 'loss')
 SURVIVAL_METRICS = ('c_index', 'loss')  # loss: Cox negative log partial likelihood per event
+REGRESSION_METRICS = ('rmse', 'mae', 'r2', 'loss')  # loss: MSE of standardised targets
+TASK_METRICS = {'survival': SURVIVAL_METRICS, 'regression': REGRESSION_METRICS}
 
 
 def _cell(value) -> str:
@@ -23,7 +25,7 @@ def format_summary(summary: dict) -> str:
     if summary.get('stopped_early'):
       title += ', stopped early'
   lines = [title, f"{'metric':<12} {'val@best':>9} {'test@best':>9} {'test@last':>9}"]
-  for name in SURVIVAL_METRICS if summary['task'] == 'survival' else METRICS:
+  for name in TASK_METRICS.get(summary['task'], METRICS):
     lines.append(f'{name:<12} {_cell(val.get(name)):>9} '
                  f"{_cell(summary.get(f'test_{name}')):>9} "
                  f"{_cell(summary.get(f'last_test_{name}')):>9}")

@@ -6,7 +6,8 @@ token ids [batch, length], feature vectors [batch, features], ...), 'label', and
 'binary' / 'multiclass' (softmax cross-entropy); [batch, labels] int32 with 1 / 0 and -1 for a
 missing label for 'multilabel' (sigmoid cross-entropy over the observed labels); or [batch, 2]
 float32 (time, event) for 'survival', where the model's first output is a log-risk score and the
-loss is Cox's negative log partial likelihood over the global batch (Breslow ties).
+loss is Cox's negative log partial likelihood over the global batch (Breslow ties); or
+[batch, targets] float32 for 'regression' (mean squared error; `fit` standardises the targets).
 
 `task` and `augment` are static: bind them with `functools.partial` before `jax.jit`.
 """
@@ -18,10 +19,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jmed import privacy as jprivacy
 from jmed import survival
 from jmed.data import augment as jaugment
 
-TASKS = ('binary', 'multiclass', 'multilabel', 'survival')
+TASKS = ('binary', 'multiclass', 'multilabel', 'survival', 'regression')
 
 
 def cross_entropy(logits, labels):
@@ -71,15 +73,22 @@ def cox_loss_and_concordance(risk, labels, mask=None):
   return terms * mask.sum() / events, concordant
 
 
+def squared_error(predictions, targets):
+  """Per-example squared error averaged over targets: predictions, targets [batch, targets]."""
+  return jnp.square(predictions.astype(jnp.float32) - targets).mean(-1)
+
+
 def loss_and_correct(logits, labels, task: str, mask=None):
   """Per-example loss [batch] and correctness [batch] (multi-label: fraction of observed labels
   right at threshold 0.5; examples with no observed label count as right; survival: in-batch
-  concordance, see `cox_loss_and_concordance`). `mask` [batch] matters only to 'survival', whose
+  concordance, see `cox_loss_and_concordance`; regression: 0, it has no notion of right). `mask` [batch] matters only to 'survival', whose
   loss couples examples through risk sets."""
   if task not in TASKS:
     raise ValueError(f'task must be one of {TASKS}, got {task!r}.')
   if task == 'survival':
     return cox_loss_and_concordance(logits[:, 0], labels, mask)
+  if task == 'regression':
+    return squared_error(logits, labels), jnp.zeros(labels.shape[:1], jnp.float32)
   if task == 'multilabel':
     observed = labels >= 0
     right = ((logits > 0) == (labels == 1)) & observed
@@ -90,10 +99,12 @@ def loss_and_correct(logits, labels, task: str, mask=None):
 
 
 def probabilities(logits, task: str):
-  """Softmax class probabilities, independent sigmoid probabilities for 'multilabel', or the
-  log-risk score [batch] for 'survival'."""
+  """Softmax class probabilities, independent sigmoid probabilities for 'multilabel', the
+  log-risk score [batch] for 'survival', or the predictions [batch, targets] for 'regression'."""
   if task == 'survival':
     return logits[:, 0]
+  if task == 'regression':
+    return logits.astype(jnp.float32)
   return jax.nn.sigmoid(logits) if task == 'multilabel' else jax.nn.softmax(logits, -1)
 
 
@@ -113,48 +124,81 @@ def apply_model(state, params, images, *, train: bool, rng=None):
   return logits, dict(new_stats)
 
 
-def train_step(state, batch, *, task: str = 'multiclass', augment=None, class_weights=None):
+def train_step(state, batch, *, task: str = 'multiclass', augment=None, class_weights=None,
+               privacy=None):
   """One optimizer step on a global batch; returns (new_state, metrics).
 
   Args:
     state: a `TrainState`.
-    batch: {'image': [batch, ...], 'label': [batch], [batch, labels] or [batch, 2]}.
-    task: 'binary' | 'multiclass' | 'multilabel' | 'survival' (static).
+    batch: {'image': [batch, ...], 'label': [batch], [batch, labels], [batch, 2] or
+      [batch, targets]}.
+    task: 'binary' | 'multiclass' | 'multilabel' | 'survival' | 'regression' (static).
     augment: None, a preset name or a `jmed.data.augment.AugmentConfig` (static); applied on
       device to the images with a key derived from the state's rng and step.
     class_weights: None, or a tuple of one loss weight per class (static; 'binary' and
       'multiclass'): the gradient follows the weighted mean loss, the metrics stay unweighted.
+    privacy: None, or (l2_clip, noise_multiplier) (static) for a DP-SGD step: per-example
+      gradients clipped and noised by `jmed.privacy.clipped_noisy_mean`. Needs a model without
+      BatchNorm and a task whose loss is a sum over examples (not 'survival').
 
   Metrics are sums over the batch ('loss_sum', 'correct', 'count') so they add up across steps
-  and devices without bias; divide by 'count' for means.
+  and devices without bias; divide by 'count' for means. A DP-SGD step adds 'clipped', the
+  number of examples whose gradient was clipped.
   """
   rng = jax.random.fold_in(state.rng, state.step)  # dropout key
   images = batch['image']
   if augment is not None:
     images = jaugment.augment_batch(jax.random.fold_in(rng, 1), images, augment)
 
-  def loss_fn(params):
+  def loss_fn(params, images, labels, rng):
     logits, new_stats = apply_model(state, params, images, train=True, rng=rng)
-    losses, correct = loss_and_correct(logits, batch['label'], task)
+    losses, correct = loss_and_correct(logits, labels, task)
     objective = losses.mean()
     if class_weights is not None:
-      weights = jnp.asarray(class_weights, losses.dtype)[batch['label']]
+      weights = jnp.asarray(class_weights, losses.dtype)[labels]
       objective = (losses * weights).mean()
     return objective, (losses, correct, new_stats)
 
-  (_, (losses, correct, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-      state.params)
+  extra = {}
+  if privacy is None:
+    (_, (losses, correct, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state.params, images, batch['label'], rng)
+  else:
+    grads, losses, correct, num_clipped = _private_grads(
+        loss_fn, state, images, batch['label'], rng, task, privacy)
+    new_stats, extra = state.batch_stats, {'clipped': num_clipped}
   state = state.apply_gradients(grads=grads, batch_stats=new_stats)
   metrics = {
       'loss_sum': losses.sum(),
       'correct': correct.sum(),
       'count': jnp.asarray(losses.shape[0], jnp.int32),
+      **extra,
   }
   return state, metrics
 
 
+def _private_grads(loss_fn, state, images, labels, rng, task, privacy):
+  """DP-SGD gradient of `loss_fn` (one example at a time, each with its own dropout key)."""
+  if task == 'survival' or state.batch_stats:
+    raise ValueError('DP-SGD needs per-example gradients: it does not apply to the Cox loss '
+                     "('survival'), whose terms couple examples, nor to models with BatchNorm "
+                     'statistics (use a model without BatchNorm).')
+  l2_clip, noise_multiplier = privacy
+
+  def example_loss(params, image, label, key):
+    objective, (losses, correct, _) = loss_fn(params, image[None], label[None], key)
+    return objective, (losses[0], correct[0])
+
+  keys = jax.random.split(rng, images.shape[0])
+  per_example, (losses, correct) = jprivacy.per_example_grads(
+      example_loss, state.params, images, labels, keys)
+  grads, num_clipped = jprivacy.clipped_noisy_mean(
+      per_example, jax.random.fold_in(rng, 2), l2_clip, noise_multiplier)
+  return grads, losses, correct, num_clipped
+
+
 def train_steps(state, batches, *, task: str = 'multiclass', augment=None,
-                class_weights=None):
+                class_weights=None, privacy=None):
   """`train_step` over a leading axis of batches ([steps, batch, ...]), unrolled in one program.
 
   Unrolled rather than `lax.scan`: XLA:CPU runs convolutions inside loops far slower. Returns the
@@ -164,7 +208,7 @@ def train_steps(state, batches, *, task: str = 'multiclass', augment=None,
   per_step = []
   for i in range(num_steps):
     state, metrics = train_step(state, jax.tree.map(lambda x: x[i], batches), task=task,
-                                augment=augment, class_weights=class_weights)
+                                augment=augment, class_weights=class_weights, privacy=privacy)
     per_step.append(metrics)
   return state, jax.tree.map(lambda *xs: jnp.stack(xs), *per_step)
 
@@ -184,10 +228,10 @@ def eval_step(state, batch, *, task: str = 'multiclass'):
   }
 
 
-def bind(step_fn, task: str, augment=None, class_weights=None):
-  """`step_fn` with its static `task` (and `augment` and `class_weights`, for training steps)
-  bound."""
-  kwargs = {'augment': augment, 'class_weights': class_weights}
+def bind(step_fn, task: str, augment=None, class_weights=None, privacy=None):
+  """`step_fn` with its static `task` (and `augment`, `class_weights` and `privacy`, for
+  training steps) bound."""
+  kwargs = {'augment': augment, 'class_weights': class_weights, 'privacy': privacy}
   return functools.partial(step_fn, task=task, **{k: v for k, v in kwargs.items() if v is not None})
 
 
