@@ -39,6 +39,8 @@ def test_resume_mid_epoch_equals_uninterrupted_run(tmp_path, mnist):
   fit(_cfg(interrupted, max_steps=13), dataset=small)  # stops inside epoch 1
   step, _ = _final_params(interrupted)
   assert step == 13
+  with open(interrupted / 'metrics.jsonl', 'a') as f:  # logged, but its checkpoint was lost
+    f.write(json.dumps({'epoch': 1, 'step': 16}) + '\n')
   resumed = fit(_cfg(interrupted, resume=True), dataset=small)
 
   assert resumed['steps'] == full['steps'] == 20
@@ -50,9 +52,9 @@ def test_resume_mid_epoch_equals_uninterrupted_run(tmp_path, mnist):
     np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
   np.testing.assert_array_equal(jax.random.key_data(a.rng), jax.random.key_data(b.rng))
   assert resumed['test_loss'] == full['test_loss']
-  # The metrics log of the resumed run keeps the lines written before the interruption.
+  # The metrics log of the resumed run keeps the lines written up to the restored step.
   lines = [json.loads(l) for l in (interrupted / 'metrics.jsonl').read_text().splitlines()]
-  assert [l['epoch'] for l in lines] == [0, 1, 1]
+  assert [(l['epoch'], l['step']) for l in lines] == [(0, 10), (1, 13), (1, 20)]
 
 
 def test_checkpoints_every_n_steps(tmp_path, mnist):

@@ -121,10 +121,21 @@ def evaluate(state, eval_fn, images, labels, batch_size: int, mesh, task: str,
 
 
 class _MetricsLog:
-  """Appends one JSON object per line to `path` (flushed at once: nothing lost on a crash)."""
+  """Appends one JSON object per line to `path` (flushed at once: nothing lost on a crash).
 
-  def __init__(self, path: str, append: bool):
-    self._file = open(path, 'a' if append else 'w')
+  On resume (`resumed_step` not None) records past the restored step are dropped first: an
+  epoch logged just before an interruption, whose checkpoint was not saved, is run and logged
+  again.
+  """
+
+  def __init__(self, path: str, resumed_step=None):
+    kept = []
+    if resumed_step is not None and os.path.exists(path):
+      with open(path) as f:
+        kept = [line for line in f if line.strip() and json.loads(line)['step'] <= resumed_step]
+    self._file = open(path, 'w')
+    self._file.writelines(kept)
+    self._file.flush()
 
   def write(self, record: dict) -> None:
     self._file.write(json.dumps(record) + '\n')
@@ -201,7 +212,8 @@ def fit(cfg: TrainConfig, dataset=None) -> dict:
   _write_json(os.path.join(cfg.output_dir, 'config.json'), dataclasses.asdict(cfg))
   if dataset.tokenizer is not None:  # what turns new text into this model's inputs
     dataset.tokenizer.save(os.path.join(cfg.output_dir, 'tokenizer.json'))
-  log = _MetricsLog(os.path.join(cfg.output_dir, 'metrics.jsonl'), append=cfg.resume)
+  log = _MetricsLog(os.path.join(cfg.output_dir, 'metrics.jsonl'),
+                    int(jax.device_get(state.step)) if cfg.resume else None)
 
   task = dataset.task
   train_fn = parallel.data_parallel(
