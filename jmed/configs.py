@@ -1,6 +1,9 @@
 """Plain-Python configs for jmed's training: every knob of a run lives here."""
 
 import dataclasses
+import json
+import logging
+import os
 from typing import Optional
 
 
@@ -196,6 +199,35 @@ def field_docs(cls) -> dict:
   return docs
 
 
+NESTED = {'optimizer': OptimizerConfig, 'text': TextConfig, 'molecule': MoleculeConfig,
+          'privacy': PrivacyConfig}  # TrainConfig fields that are configs themselves
+
+
+def config_from_dict(values: dict, where: str = 'config') -> TrainConfig:
+  """The `TrainConfig` of `dataclasses.asdict(cfg)` (a run's config.json, a search's
+  best_config.json). Fields missing from `values` get their defaults; fields this version does
+  not know are dropped with a warning naming them and `where`."""
+  values = _known_fields(TrainConfig, values, where)
+  for name, cls in NESTED.items():
+    if isinstance(values.get(name), dict):
+      values[name] = cls(**_known_fields(cls, values[name], where))
+  return TrainConfig(**values)
+
+
+def load_config(path: str) -> TrainConfig:
+  """Reads a `TrainConfig` written as JSON (see `config_from_dict`)."""
+  with open(path) as f:
+    return config_from_dict(json.load(f), os.fspath(path))
+
+
+def _known_fields(cls, values: dict, where: str) -> dict:
+  known = {f.name for f in dataclasses.fields(cls)}
+  unknown = sorted(set(values) - known)
+  if unknown:
+    logging.warning('%s: ignoring fields unknown to %s: %s', where, cls.__name__, unknown)
+  return {k: v for k, v in values.items() if k in known}
+
+
 def _text_recipe(model: str, model_kwargs: dict) -> TrainConfig:
   return TrainConfig(
       model=model, dataset='medical_abstracts', epochs=10, batch_size=32, eval_batch_size=289,
@@ -243,10 +275,9 @@ DEEPSURV_PAPER = {
 
 
 def _molecule_recipe(model: str, dataset: str, model_kwargs: dict, *, epochs: int,
-                     max_length: int, learning_rate: float = 1e-3, dropout_rate: float = 0.1,
-                     batch_size: int = 32) -> TrainConfig:
+                     max_length: int, learning_rate: float, dropout_rate: float) -> TrainConfig:
   return TrainConfig(
-      model=model, dataset=dataset, epochs=epochs, batch_size=batch_size, eval_batch_size=200,
+      model=model, dataset=dataset, epochs=epochs, batch_size=32, eval_batch_size=200,
       optimizer=OptimizerConfig(name='adamw', learning_rate=learning_rate, weight_decay=0.01,
                                 schedule='warmup_cosine', warmup_steps=50),
       molecule=MoleculeConfig(features='smiles', split='auto', max_length=max_length),
@@ -254,28 +285,35 @@ def _molecule_recipe(model: str, dataset: str, model_kwargs: dict, *, epochs: in
       output_dir=f'runs/{model}_{dataset}')
 
 
-def _molecule_recipes(dataset: str, epochs: dict, max_length: int, **kwargs) -> dict:
-  transformer = {'embed_dim': 64, 'num_layers': 2, 'num_heads': 4, 'mlp_dim': 128,
-                 'max_length': max_length}
-  return {
-      'transformer': _molecule_recipe('transformer', dataset, transformer,
-                                      epochs=epochs['transformer'], max_length=max_length,
-                                      **kwargs),
-      'gru': _molecule_recipe('gru', dataset, {'embed_dim': 64, 'hidden_size': 64,
-                                               'pooling': 'mean'},
-                              epochs=epochs['gru'], max_length=max_length, **kwargs),
-      'text_cnn': _molecule_recipe('text_cnn', dataset, {'embed_dim': 64, 'features': 64,
-                                                         'widths': [3, 5, 7]},
-                                   epochs=epochs['text_cnn'], max_length=max_length, **kwargs),
+def _molecule_recipes(dataset: str, max_length: int, **per_model) -> dict:
+  """model -> recipe; `per_model[model]` = (epochs, learning rate, dropout, pooling)."""
+  kwargs = {
+      'transformer': {'embed_dim': 64, 'num_layers': 2, 'num_heads': 4, 'mlp_dim': 128,
+                      'max_length': max_length},
+      'gru': {'embed_dim': 64, 'hidden_size': 64},  # bidirectional
+      'text_cnn': {'embed_dim': 64, 'features': 64, 'widths': [3, 5, 7]},
   }
+  recipes = {}
+  for model, (epochs, learning_rate, dropout_rate, pooling) in per_model.items():
+    model_kwargs = dict(kwargs[model], **({'pooling': pooling} if pooling else {}))
+    recipes[model] = _molecule_recipe(model, dataset, model_kwargs, epochs=epochs,
+                                      max_length=max_length, learning_rate=learning_rate,
+                                      dropout_rate=dropout_rate)
+  return recipes
 
 
 # SMILES models on MoleculeNet (split 'auto': ESOL random, BBBP scaffold, Tox21 random), chosen
-# briefly on the validation split (`scripts/compare_molecules.py`); dataset -> model -> config.
+# briefly on the validation split (`scripts/compare_molecules.py`): dataset -> model -> config.
+# (epochs, learning rate, dropout, pooling) per model; max_length covers 99% of the molecules
+# (ESOL's longest SMILES has 97 tokens, BBBP's and Tox21's 99th percentiles are 112).
 MOLECULE_RECIPES = {
-    'esol': _molecule_recipes('esol', {'transformer': 40, 'gru': 40, 'text_cnn': 40}, 64),
-    'bbbp': _molecule_recipes('bbbp', {'transformer': 30, 'gru': 20, 'text_cnn': 30}, 128),
-    'tox21': _molecule_recipes('tox21', {'transformer': 15, 'gru': 10, 'text_cnn': 20}, 128),
+    'esol': _molecule_recipes('esol', 64, transformer=(40, 2e-3, 0.1, 'mean'),
+                              gru=(40, 3e-3, 0.1, 'attention'), text_cnn=(60, 3e-3, 0.2, None)),
+    'bbbp': _molecule_recipes('bbbp', 128, transformer=(30, 1e-3, 0.1, 'mean'),
+                              gru=(20, 1e-3, 0.1, 'mean'), text_cnn=(30, 1e-3, 0.3, None)),
+    'tox21': _molecule_recipes('tox21', 128, transformer=(8, 1e-3, 0.1, 'mean'),
+                               gru=(10, 3e-3, 0.1, 'attention'),
+                               text_cnn=(20, 3e-3, 0.2, None)),
 }
 
 # Test numbers of Wu et al. 2018, "MoleculeNet", Chem. Sci. 9, 513, Table 3 (the best

@@ -17,8 +17,8 @@ ValueError or `NonFiniteLossError` is recorded as failed with its message and th
 
 `search_dir` holds `search.json` (method, space, seed, base config), `results.csv` and
 `results.md` (a row per trial), `best_config.json` (the best trial's full `TrainConfig`;
-`load_config` reads it back) and `best.json`; each trial dir also holds `trial.json` (its number,
-params, status, objective, seconds) beside fit's own outputs.
+`jmed.configs.load_config` reads it back) and `best.json`; each trial dir also holds
+`trial.json` (its number, params, status, objective, seconds) beside fit's own outputs.
 
 Resumption: running the same search into the same `search_dir` again skips finished trials
 (those with a summary.json, or recorded as failed: a failure is not retried). A trial that was
@@ -43,7 +43,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from jmed import data as jdata
-from jmed.configs import MoleculeConfig, OptimizerConfig, PrivacyConfig, TextConfig, TrainConfig
+from jmed.configs import TrainConfig
 from jmed.train.loop import MINIMIZED, NonFiniteLossError, fit
 
 METHODS = ('grid', 'random', 'bayes')
@@ -52,8 +52,6 @@ KINDS = ('choice', 'uniform', 'loguniform', 'int')
 DATA_FIELDS = ('dataset', 'data_dir', 'tfds_dir', 'text', 'molecule')
 # Fields of the base config that do not change what a trial computes (checked on resumption).
 _RUN_FIELDS = ('output_dir', 'resume', 'progress')
-_NESTED = {'optimizer': OptimizerConfig, 'text': TextConfig, 'molecule': MoleculeConfig,
-           'privacy': PrivacyConfig}
 
 
 # --- Config paths -------------------------------------------------------------------------------
@@ -98,24 +96,6 @@ def _set(obj, parts, value, path):
     raise ValueError(f'Config path {path!r} is a nested config; set its fields instead, as '
                      f"'{path}.<field>' with <field> one of: {fields}.")
   return dataclasses.replace(obj, **{name: value})
-
-
-def config_from_dict(d: dict) -> TrainConfig:
-  """The `TrainConfig` of `dataclasses.asdict(cfg)` (e.g. a run's config.json)."""
-  d = dict(d)
-  for name, cls in _NESTED.items():
-    if name in d:
-      d[name] = cls(**d[name])
-  try:
-    return TrainConfig(**d)
-  except TypeError as e:
-    raise ValueError(f'Not a TrainConfig: {e}') from None
-
-
-def load_config(path: str) -> TrainConfig:
-  """Reads a `TrainConfig` written as JSON (best_config.json, or a run's config.json)."""
-  with open(path) as f:
-    return config_from_dict(json.load(f))
 
 
 # --- Search spaces ------------------------------------------------------------------------------

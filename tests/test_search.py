@@ -11,7 +11,7 @@ import pytest
 from conftest import real_data_dir
 from jmed import data as jdata
 from jmed import search
-from jmed.configs import SURVIVAL_RECIPES, TrainConfig
+from jmed.configs import SURVIVAL_RECIPES, TrainConfig, load_config
 from jmed.train import loop
 
 SPACE = {'optimizer.learning_rate': ('loguniform', 1e-4, 1e-2),
@@ -140,7 +140,7 @@ def test_grid_search_writes_results_and_best_config(tmp_path, metabric, base):
           'seconds'} <= set(rows[0])
   assert float(rows[2]['val_c_index']) == pytest.approx(trials[2]['objective'], rel=1e-5)
   assert f"| {result['best']['number']} * |" in (tmp_path / 'results.md').read_text()
-  best_cfg = search.load_config(tmp_path / 'best_config.json')
+  best_cfg = load_config(tmp_path / 'best_config.json')
   assert best_cfg == dataclasses.replace(search.override(base, result['best']['params']),
                                          output_dir=result['best']['output_dir'])
   assert json.loads((tmp_path / 'best.json').read_text())['number'] == result['best']['number']

@@ -192,7 +192,7 @@ def fit(cfg: TrainConfig, dataset=None) -> dict:
   parallel.check_batch_size(cfg.batch_size, mesh)
   parallel.check_batch_size(cfg.eval_batch_size, mesh)
 
-  model = _build_model(cfg, dataset)
+  model = build_model(cfg, dataset)
   tx = make_optimizer(cfg.optimizer, total_steps)
   state = create_train_state(model, tx, train_images[:1], cfg.seed)
   if privacy and state.batch_stats:
@@ -316,7 +316,7 @@ def _budget(cfg: TrainConfig, num_examples: int, step: int) -> dict:
   return jprivacy.budget(cfg.privacy, cfg.batch_size, num_examples, step)
 
 
-def _build_model(cfg: TrainConfig, dataset):
+def build_model(cfg: TrainConfig, dataset):
   """`cfg.model` sized for `dataset` (classes, vocabulary, ...) with `cfg.model_kwargs`."""
   kwargs = dict(num_classes=dataset.num_classes, dropout_rate=cfg.dropout_rate,
                 dtype=jnp.dtype(cfg.dtype), **dataset.model_kwargs)
@@ -326,6 +326,9 @@ def _build_model(cfg: TrainConfig, dataset):
   except TypeError as e:
     raise ValueError(f'model {cfg.model!r} does not fit dataset {dataset.name!r} with '
                      f'{sorted(kwargs)}: {e}') from None
+
+
+_build_model = build_model  # the name jmed.train.ensemble imported first
 
 
 def _improves(value, best, metric: str) -> bool:
