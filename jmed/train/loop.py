@@ -174,7 +174,7 @@ def fit(cfg: TrainConfig, dataset=None) -> dict:
     dataset = jdata.load_dataset(cfg.dataset, data_dir=cfg.data_dir, tfds_dir=cfg.tfds_dir,
                                  text=cfg.text, molecule=cfg.molecule)
   metric = select_metric(cfg.select_metric, dataset.task)
-  class_weights = _class_weights(cfg, dataset)  # checked before anything is written
+  class_weights = class_weights_for(cfg, dataset)  # checked before anything is written
   privacy = _privacy(cfg, dataset.task)
   augment = None if cfg.augment == 'none' else jaugment.get_augment(cfg.augment)
   train_images, train_labels = dataset.splits['train']
@@ -288,7 +288,8 @@ def fit(cfg: TrainConfig, dataset=None) -> dict:
   return summary
 
 
-def _class_weights(cfg: TrainConfig, dataset):
+def class_weights_for(cfg: TrainConfig, dataset):
+  """`cfg.class_weights` resolved on `dataset`'s training labels: None or a tuple per class."""
   if cfg.class_weights == 'none':
     return None
   if cfg.class_weights != 'balanced' or dataset.task not in ('binary', 'multiclass'):
@@ -326,9 +327,6 @@ def build_model(cfg: TrainConfig, dataset):
   except TypeError as e:
     raise ValueError(f'model {cfg.model!r} does not fit dataset {dataset.name!r} with '
                      f'{sorted(kwargs)}: {e}') from None
-
-
-_build_model = build_model  # the name jmed.train.ensemble imported first
 
 
 def _improves(value, best, metric: str) -> bool:

@@ -1,0 +1,55 @@
+"""Figures written straight to files with matplotlib's Agg canvas (no pyplot, no display)."""
+
+import os
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from jmed import metrics as jmetrics
+
+
+def reliability_diagram(confidences, correct, path: str, num_bins: int = jmetrics.NUM_BINS,
+                        title: str = 'Reliability diagram') -> dict:
+  """Writes a reliability diagram PNG: accuracy per confidence bin against the diagonal.
+
+  Top panel: one bar per non-empty bin at its accuracy, the gap to the bin's mean confidence
+  shaded red (overconfident where accuracy < confidence), and the diagonal of perfect
+  calibration. Bottom panel: how many predictions fall in each bin (log scale). The title ends
+  with the expected calibration error of the same bins (`jmed.metrics`).
+
+  Args:
+    confidences: [m] confidences in [0, 1], e.g. from `jmed.metrics.calibration_inputs`.
+    correct: [m] bool (or 0/1), whether each prediction was right.
+    path: the .png file to write (its folder is created).
+    num_bins: equal-width confidence bins, as in `jmed.metrics.reliability_bins`.
+    title: the figure title; ', ECE = ...' is appended.
+
+  Returns:
+    The `jmed.metrics.reliability_bins` statistics plotted, plus 'ece'.
+  """
+  if not str(path).lower().endswith('.png'):
+    raise ValueError(f'path must name a .png file, got {path!r}.')
+  bins = jmetrics.reliability_bins(confidences, correct, num_bins)  # validates the inputs
+  ece = jmetrics.expected_calibration_error(confidences, correct, num_bins)
+  edges, count = bins['edges'], bins['count']
+  full = count > 0
+  left, width = edges[:-1][full], np.diff(edges)[full]
+  accuracy, confidence = bins['accuracy'][full], bins['confidence'][full]
+
+  fig = Figure(figsize=(5, 6), layout='constrained')
+  FigureCanvasAgg(fig)
+  top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={'height_ratios': (3, 1)})
+  top.bar(left, accuracy, width, align='edge', color='tab:blue', edgecolor='black',
+          label='accuracy')
+  top.bar(left, confidence - accuracy, width, bottom=accuracy, align='edge', color='tab:red',
+          alpha=0.3, edgecolor='tab:red', hatch='//', label='gap to mean confidence')
+  top.plot([0, 1], [0, 1], '--', color='gray', label='perfect calibration')
+  top.set(ylim=(0, 1), ylabel='accuracy', title=f'{title}, ECE = {ece:.3f}')
+  top.legend(loc='upper left', fontsize='small')
+  bottom.bar(left, count[full], width, align='edge', color='gray', edgecolor='black')
+  bottom.set(xlim=(0, 1), xlabel='confidence', ylabel='predictions', yscale='log')
+  folder = os.path.dirname(os.path.abspath(path))
+  os.makedirs(folder, exist_ok=True)
+  fig.savefig(path, dpi=120)
+  return {**bins, 'ece': ece}
