@@ -1,4 +1,4 @@
-"""jmed.data: datasets (MNIST, MedMNIST, Tox21), a NumPy input pipeline, augmentation."""
+"""jmed.data: datasets (MNIST, MedMNIST, MoleculeNet, ...), a NumPy input pipeline, augmentation."""
 
 from jmed.data import augment
 from jmed.data.datasets import Dataset

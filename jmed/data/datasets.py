@@ -5,13 +5,15 @@ holding one subfolder per source:
 
   <data_dir>/mnist/t10k-images-idx3-ubyte.gz, ...   (see jmed.data.mnist)
   <data_dir>/medmnist/pneumoniamnist.npz, ...       (see jmed.data.medmnist)
-  <data_dir>/moleculenet/tox21.csv                  (see jmed.data.tox21)
+  <data_dir>/moleculenet/tox21.csv, delaney-processed.csv, BBBP.csv
+                                                    (see jmed.data.moleculenet)
   <data_dir>/medical_abstracts/medical_tc_test.csv  (see jmed.data.medical_abstracts)
   <data_dir>/survival/metabric_IHC4_clinical_train_test.h5, support_train_test.h5
                                                     (see jmed.data.survival)
 
 With neither set, MNIST, MedMNIST and Medical Abstracts are downloaded through
-TFDS; Tox21 and the survival sets must be downloaded by hand.
+TFDS; the MoleculeNet sets (Tox21, ESOL, BBBP) and the survival sets must be
+downloaded by hand.
 """
 
 import dataclasses
@@ -23,15 +25,15 @@ import numpy as np
 from jmed.data import medical_abstracts
 from jmed.data import medmnist
 from jmed.data import mnist
+from jmed.data import moleculenet
 from jmed.data import survival
 from jmed.data import timeseries
-from jmed.data import tox21
 from jmed.data.errors import DataError, MissingDataError
 
 ENV_VAR = 'JMED_DATA_DIR'
-TASKS = ('binary', 'multiclass', 'multilabel', 'survival')
+TASKS = ('binary', 'multiclass', 'multilabel', 'survival', 'regression')
 NAMES = (('mnist',) + medmnist.NAMES + ('tox21', 'medical_abstracts') + survival.NAMES
-         + ('mnist_irregular',))
+         + ('mnist_irregular', 'esol', 'bbbp'))
 IRREGULAR_MNIST_VALIDATION = 1000  # last training images held out for validation
 
 Split = Tuple[np.ndarray, np.ndarray]
@@ -47,16 +49,22 @@ class Dataset:
       float32 images in [0, 1], other finite float32 features, or int32
       token ids >= 0. Labels: int32 `[n]` in [0, num_classes); int32
       `[n, num_classes]` for 'multilabel', each 1, 0 or -1 (missing); float32
-      `[n, 2]` (time >= 0, event 1 / censored 0) for 'survival'.
+      `[n, 2]` (time >= 0, event 1 / censored 0) for 'survival'; finite
+      float32 `[n, num_classes]` targets in their original units for
+      'regression' (e.g. ESOL's log solubility, `[n, 1]`).
     num_classes: number of classes (independent labels for 'multilabel';
-      1, the risk score, for 'survival').
-    task: 'binary', 'multiclass', 'multilabel' or 'survival'.
+      1, the risk score, for 'survival'; the number of targets for
+      'regression').
+    task: 'binary', 'multiclass', 'multilabel', 'survival' or 'regression'.
     image_shape: the per-example input shape: `(height, width, channels)`
-      for images, `(bits,)` for Tox21's fingerprints, `(max_length,)` for
-      token ids, `(steps, 1 + 3 * features)` for packed series.
+      for images, `(bits,)` for molecular fingerprints, `(max_length,)` for
+      token ids (text or SMILES), `(steps, 1 + 3 * features)` for packed
+      series.
     model_kwargs: what a model needs to know about the data, e.g.
-      `{'vocab_size': ...}` for text.
-    tokenizer: the `tokenizers.Tokenizer` that made text inputs (else None).
+      `{'vocab_size': ...}` for text and SMILES.
+    tokenizer: what made token-id inputs, with a `save(path)` method: the
+      `tokenizers.Tokenizer` of text, the `jmed.text.smiles.Vocabulary` of
+      SMILES (else None).
   """
 
   name: str
@@ -83,25 +91,33 @@ def load_dataset(name: str, data_dir: Optional[str] = None,
   """Loads dataset `name` as model-ready arrays.
 
   Args:
-    name: 'mnist', a MedMNIST 2D subset or 'tox21' (see `NAMES`).
+    name: 'mnist', a MedMNIST 2D subset, 'tox21', 'esol', 'bbbp', ... (see
+      `NAMES`).
     data_dir: root with `mnist/`, `medmnist/` and `moleculenet/` subfolders of
       original files; defaults to `$JMED_DATA_DIR`. If both are unset, MNIST
       and MedMNIST are downloaded through TFDS.
     tfds_dir: TFDS data directory where MedMNIST is prepared (and online MNIST
       cached); None uses the TFDS default (`$TFDS_DATA_DIR` or
       `~/tensorflow_datasets`).
-    split_kind: how to split datasets without official splits (Tox21):
-      'random' (seed 0; the default) or 'scaffold'. Must be None for the
-      others.
+    split_kind: how to split datasets without official splits (the
+      MoleculeNet sets 'tox21', 'esol', 'bbbp'): 'random' or 'scaffold';
+      overrides `molecule.split`. Must be None for the others.
     text: a `jmed.configs.TextConfig` for text datasets (default: its
       defaults): the tokenizer learned from the training split.
+    molecule: a `jmed.configs.MoleculeConfig` for 'esol', 'bbbp' and 'tox21'
+      (features, split, seed, lengths, invalid SMILES). None means its
+      defaults (SMILES token ids, MoleculeNet's split, invalid rows dropped),
+      except for 'tox21', where None keeps the original loader: 1024-bit
+      fingerprints, random split (seed 0), invalid SMILES raise.
 
   Returns:
     A validated `Dataset`. MNIST has splits 'train' and 'test' (offline with
     only the official test files: its first 8,000 / last 2,000 images, see
     `jmed.data.mnist`); MedMNIST and Tox21 have 'train', 'validation' and
-    'test' (Tox21: 80/10/10, 1024-bit Morgan fingerprints, 12 labels with -1
-    for missing, see `jmed.data.tox21`). 'medical_abstracts' is token ids
+    'test' (Tox21, ESOL, BBBP: 80/10/10, SMILES token ids or Morgan
+    fingerprints; Tox21 has 12 labels with -1 for missing, ESOL is
+    'regression' with float32 labels `[n, 1]`, BBBP 'binary'; see
+    `jmed.data.moleculenet`). 'medical_abstracts' is token ids
     of a stratified 70/10/20 split of the corpus' official test file (see
     `jmed.data.medical_abstracts`); 'metabric' and 'support' are DeepSurv's
     train/test splits with validation carved from train (see
@@ -117,8 +133,8 @@ def load_dataset(name: str, data_dir: Optional[str] = None,
     raise DataError(f'Unknown dataset {name!r}; valid names: '
                     f'{", ".join(NAMES)}.')
   data_dir = resolve_data_dir(data_dir)
-  if name == 'tox21':
-    return _load_tox21(data_dir, split_kind or 'random')
+  if name in moleculenet.NAMES:
+    return _load_molecules(name, data_dir, split_kind, molecule)
   if split_kind is not None:
     raise DataError(f'{name} has fixed splits; split_kind must be None, '
                     f'got {split_kind!r}.')
@@ -172,15 +188,28 @@ def _load_medmnist(name, data_dir, tfds_dir) -> Dict[str, Split]:
   return medmnist.load(name, tfds_dir=tfds_dir, manual_dir=manual_dir)
 
 
-def _load_tox21(data_dir, split_kind) -> Dataset:
+def _load_molecules(name, data_dir, split_kind, molecule) -> Dataset:
+  from jmed.configs import MoleculeConfig  # pylint: disable=g-import-not-at-top
   if data_dir is None:
     raise MissingDataError(
-        f'Tox21 has no online loader: download {tox21.URL} (MoleculeNet / '
-        'DeepChem) into <data_dir>/moleculenet/ and pass data_dir (or set '
-        f'${ENV_VAR}).')
-  splits = tox21.load(os.path.join(data_dir, 'moleculenet'), split=split_kind)
-  return Dataset(name='tox21', splits=splits, num_classes=len(tox21.TASKS),
-                 task='multilabel', image_shape=splits['train'][0].shape[1:])
+        f'{name} has no online loader: download {moleculenet.SPECS[name].url} '
+        '(MoleculeNet / DeepChem) into <data_dir>/moleculenet/ and pass '
+        f'data_dir (or set ${ENV_VAR}).')
+  if molecule is None and name == 'tox21':  # The original Tox21 loader.
+    molecule = MoleculeConfig(features='fingerprint', split='random',
+                              skip_invalid=False)
+  molecule = molecule or MoleculeConfig()
+  loaded = moleculenet.load(
+      name, os.path.join(data_dir, 'moleculenet'), features=molecule.features,
+      split=split_kind or molecule.split, seed=molecule.split_seed,
+      max_length=molecule.max_length, bits=molecule.fingerprint_bits,
+      skip_invalid=molecule.skip_invalid)
+  model_kwargs = ({'vocab_size': loaded.vocab.vocab_size}
+                  if loaded.vocab is not None else {})
+  return Dataset(name=name, splits=loaded.splits,
+                 num_classes=loaded.num_classes, task=loaded.task,
+                 image_shape=loaded.splits['train'][0].shape[1:],
+                 model_kwargs=model_kwargs, tokenizer=loaded.vocab)
 
 
 def _load_text(data_dir, tfds_dir, text) -> Dataset:
@@ -254,6 +283,8 @@ def validate(dataset: Dataset) -> None:
                      dataset.model_kwargs.get('vocab_size'))
     if dataset.task == 'survival':
       _validate_survival(where, labels, len(images))
+    elif dataset.task == 'regression':
+      _validate_regression(where, labels, len(images), dataset.num_classes)
     else:
       _validate_labels(where, labels, len(images), dataset.num_classes,
                        dataset.task == 'multilabel')
@@ -285,6 +316,14 @@ def _validate_survival(where, labels, n) -> None:
     raise DataError(f'{where}: survival times must be finite and >= 0.')
   if not np.isin(event, (0, 1)).all():
     raise DataError(f'{where}: events must be 1 (event) or 0 (censored).')
+
+
+def _validate_regression(where, labels, n, num_classes) -> None:
+  if labels.dtype != np.float32 or labels.shape != (n, num_classes):
+    raise DataError(f'{where}: regression labels are {labels.dtype} '
+                    f'{labels.shape}, expected float32 [{n}, {num_classes}].')
+  if not np.isfinite(labels).all():
+    raise DataError(f'{where}: regression labels hold NaN or infinite values.')
 
 
 def _validate_labels(where, labels, n, num_classes, multilabel) -> None:

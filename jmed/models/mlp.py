@@ -29,6 +29,10 @@ class MLP(nn.Module):
     """Maps inputs [batch, ...] to logits [batch, num_classes] (float32)."""
     if x.ndim < 2:
       raise ValueError(f'MLP expects inputs [batch, ...], got shape {x.shape}.')
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+      raise ValueError(f'MLP takes float features, got {x.dtype} inputs (token ids?): use a '
+                       'sequence model (transformer, gru, text_cnn), or fingerprints for '
+                       'molecules (--molecule-features fingerprint).')
     x = x.reshape((x.shape[0], -1)).astype(self.dtype)
     for width in self.hidden:
       x = nn.Dense(width, dtype=self.dtype, param_dtype=self.param_dtype)(x)

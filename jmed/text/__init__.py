@@ -1,5 +1,7 @@
-"""jmed.text: tokenizers (HuggingFace `tokenizers`) turning texts into ids."""
+"""jmed.text: tokenizers (HuggingFace `tokenizers`) turning texts into ids; `smiles`, the
+atom-level SMILES tokenizer and vocabulary."""
 
+from jmed.text import smiles
 from jmed.text import tokenizer
 from jmed.text.tokenizer import encode
 from jmed.text.tokenizer import KINDS
@@ -25,6 +27,7 @@ __all__ = [
     'lengths',
     'load',
     'save',
+    'smiles',
     'tokenizer',
     'train_tokenizer',
     'vocab_size',

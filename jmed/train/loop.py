@@ -325,8 +325,12 @@ def build_model(cfg: TrainConfig, dataset):
   try:
     return models.get_model(cfg.model, **kwargs)
   except TypeError as e:
+    hint = ''
+    if 'vocab_size' in str(e):
+      hint = (' (the inputs are token ids: use a sequence model such as transformer, gru or '
+              'text_cnn, or fingerprints for molecules: --molecule-features fingerprint)')
     raise ValueError(f'model {cfg.model!r} does not fit dataset {dataset.name!r} with '
-                     f'{sorted(kwargs)}: {e}') from None
+                     f'{sorted(kwargs)}: {e}{hint}') from None
 
 
 def _improves(value, best, metric: str) -> bool:

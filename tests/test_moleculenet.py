@@ -1,0 +1,257 @@
+"""Tests of jmed.text.smiles and jmed.data.moleculenet on the real MoleculeNet CSVs."""
+
+import dataclasses
+import importlib.util
+import json
+import re
+
+import numpy as np
+import pytest
+
+from conftest import real_data_dir
+from jmed import data
+from jmed.configs import MoleculeConfig, OptimizerConfig, TrainConfig
+from jmed.data import moleculenet
+from jmed.text import smiles as jsmiles
+
+FOLDER = real_data_dir() / 'moleculenet'
+HAS_RDKIT = importlib.util.find_spec('rdkit') is not None
+ESOL_TARGET = 'measured log solubility in mols per litre'
+
+
+def _needs(*names):
+  missing = [n for n in names if not (FOLDER / n).is_file()]
+  return pytest.mark.skipif(not HAS_RDKIT or bool(missing),
+                            reason=f'RDKit or {missing} under {FOLDER} missing.')
+
+
+needs_rdkit = pytest.mark.skipif(not HAS_RDKIT, reason='RDKit not installed.')
+needs_esol = _needs('delaney-processed.csv')
+needs_bbbp = _needs('BBBP.csv')
+needs_all = _needs('delaney-processed.csv', 'BBBP.csv', 'tox21.csv')
+
+
+@pytest.fixture(scope='module')
+def esol_table():
+  return moleculenet.read(FOLDER / 'delaney-processed.csv', 'esol')
+
+
+@pytest.fixture(scope='module')
+def bbbp_table():
+  return moleculenet.read(FOLDER / 'BBBP.csv', 'bbbp', skip_invalid=True)
+
+
+@pytest.fixture(scope='module')
+def esol():
+  return data.load_dataset('esol', data_dir=real_data_dir(),
+                           molecule=MoleculeConfig(max_length=64))
+
+
+def _write_esol_csv(path, smiles):
+  rows = [f'mol{i},{s},{-1.5 + i}' for i, s in enumerate(smiles)]
+  path.write_text('\n'.join([f'Compound ID,smiles,{ESOL_TARGET}'] + rows) + '\n')
+  return path
+
+
+def test_tokenize_splits_atoms_bonds_and_ring_closures():
+  assert jsmiles.tokenize('CC(=O)Nc1ccc(Cl)cc1') == [
+      'C', 'C', '(', '=', 'O', ')', 'N', 'c', '1', 'c', 'c', 'c', '(', 'Cl',
+      ')', 'c', 'c', '1']
+  assert jsmiles.tokenize('Br[C@@H]1CC%10[nH+].[Na+]') == [
+      'Br', '[C@@H]', '1', 'C', 'C', '%10', '[nH+]', '.', '[Na+]']
+  assert jsmiles.tokenize('F/C=C\\F') == ['F', '/', 'C', '=', 'C', '\\', 'F']
+  for bad, where in (('CC O', "' ' at position 2"), ('C[Si', "'[' at position 1"),
+                     ('', 'empty')):
+    with pytest.raises(data.DataError, match=re.escape(where)) as error:
+      jsmiles.tokenize(bad)
+    assert repr(bad) in str(error.value)
+
+
+@needs_esol
+def test_tokens_join_back_to_every_esol_smiles(esol_table):
+  every = esol_table.smiles
+  assert len(every) == 1128
+  for s in every:
+    assert ''.join(jsmiles.tokenize(s)) == s
+  vocab = jsmiles.build_vocab(every)
+  ids = jsmiles.encode(vocab, every, max_length=100)  # The longest has 97 tokens.
+  assert jsmiles.decode(vocab, ids) == list(every)
+  assert (ids[:, 0] == jsmiles.BOS_ID).all()
+
+
+def test_vocabulary_encode_save_load(tmp_path):
+  vocab = jsmiles.build_vocab(['CCO', 'c1ccccc1', 'CCCl'])
+  assert vocab.tokens[:4] == ('[PAD]', '[UNK]', '[BOS]', '[EOS]')
+  assert vocab.tokens[4] == 'c' and vocab.vocab_size == 9  # c, C, 1, O, Cl.
+  ids = jsmiles.encode(vocab, ['CCO', 'CBr', 'CCCCCCCC'], max_length=6)
+  assert ids.dtype == np.int32 and ids.shape == (3, 6)
+  c, o = vocab.ids['C'], vocab.ids['O']
+  np.testing.assert_array_equal(ids[0], [2, c, c, o, 3, 0])
+  np.testing.assert_array_equal(ids[1], [2, c, 1, 3, 0, 0])  # Br is unknown.
+  np.testing.assert_array_equal(ids[2], [2, c, c, c, c, 3])  # Truncated.
+  path = tmp_path / 'run' / 'tokenizer.json'
+  vocab.save(path)
+  assert jsmiles.load(path) == vocab
+  assert json.loads(path.read_text())['pattern'] == jsmiles.PATTERN
+  path.write_text('{"format": "other"}')
+  with pytest.raises(data.DataError, match=str(path)):
+    jsmiles.load(path)
+  with pytest.raises(data.MissingDataError, match='nothing.json'):
+    jsmiles.load(tmp_path / 'nothing.json')
+  with pytest.raises(data.DataError, match='single string'):
+    jsmiles.encode(vocab, 'CCO', 8)
+
+
+@needs_rdkit
+def test_invalid_smiles_error_names_file_row_line_and_smiles(tmp_path, caplog):
+  path = _write_esol_csv(tmp_path / 'delaney-processed.csv',
+                         ['CCO', 'c1ccccc1O', 'C1CC(', 'CC(=O)O ', 'CCN'])
+  with pytest.raises(data.DataError, match=r'row 3 \(line 4\)') as error:
+    moleculenet.read(path, 'esol')
+  assert str(path) in str(error.value) and "'C1CC('" in str(error.value)
+  with pytest.raises(data.DataError, match=r'row 3 \(line 4\)'):
+    data.load_dataset('esol', data_dir=_root(tmp_path),
+                      molecule=MoleculeConfig(skip_invalid=False))
+  table = moleculenet.read(path, 'esol', skip_invalid=True)
+  assert table.skipped == ((4, 'C1CC('),)
+  assert 'row 3 (line 4)' in caplog.text and 'skipped 1 rows' in caplog.text
+  assert table.smiles == ('CCO', 'c1ccccc1O', 'CC(=O)O', 'CCN')  # Stripped.
+  np.testing.assert_allclose(table.labels[:, 0], [-1.5, -0.5, 1.5, 2.5])
+
+
+def _root(tmp_path):
+  """A data root whose moleculenet/ folder holds tmp_path's CSV."""
+  root = tmp_path / 'root'
+  (root / 'moleculenet').mkdir(parents=True, exist_ok=True)
+  target = root / 'moleculenet' / 'delaney-processed.csv'
+  target.write_text((tmp_path / 'delaney-processed.csv').read_text())
+  return root
+
+
+@needs_rdkit
+def test_bad_label_and_missing_file_are_named(tmp_path):
+  path = tmp_path / 'BBBP.csv'
+  path.write_text('num,name,p_np,smiles\n1,a,1,CCO\n2,b,,CCN\n')
+  with pytest.raises(data.DataError, match=r"row 2 \(line 3\): p_np label ''"):
+    moleculenet.read(path, 'bbbp')
+  with pytest.raises(data.MissingDataError, match='delaney-processed.csv'):
+    moleculenet.load('esol', tmp_path)
+  with pytest.raises(data.DataError, match='split'):
+    moleculenet.load('bbbp', tmp_path, split='time')
+
+
+@needs_bbbp
+def test_bbbp_skip_invalid_drops_exactly_the_unparsable_rows(bbbp_table):
+  from rdkit import Chem, rdBase  # pylint: disable=g-import-not-at-top
+  import csv  # pylint: disable=g-import-not-at-top
+  with open(FOLDER / 'BBBP.csv', newline='') as f, rdBase.BlockLogs():
+    rows = list(csv.DictReader(f))
+    bad = [(i + 2, r['smiles']) for i, r in enumerate(rows)
+           if Chem.MolFromSmiles(r['smiles']) is None]
+  assert len(rows) == 2050 and len(bad) == 11  # MoleculeNet keeps 2,039.
+  assert bbbp_table.skipped == tuple(bad)
+  assert len(bbbp_table.smiles) == 2039 and set(bbbp_table.labels[:, 0]) == {0, 1}
+  with pytest.raises(data.DataError, match=r'row 60 \(line 61\)'):
+    moleculenet.read(FOLDER / 'BBBP.csv', 'bbbp')
+
+
+@needs_bbbp
+def test_scaffold_split_shares_no_scaffold_and_is_deterministic(bbbp_table):
+  keys = moleculenet.scaffolds(bbbp_table.mols)
+  split = moleculenet.split_indices(bbbp_table.mols, 'scaffold')
+  assert [len(split[s]) for s in moleculenet.SPLITS] == [1631, 204, 204]
+  np.testing.assert_array_equal(
+      np.sort(np.concatenate(list(split.values()))), np.arange(2039))
+  keys = np.array(keys, dtype=object)
+  train, valid, test = (set(keys[split[s]]) for s in moleculenet.SPLITS)
+  assert not (train & valid or train & test or valid & test)
+  again = moleculenet.split_indices(bbbp_table.mols, 'scaffold', seed=7)
+  for s in moleculenet.SPLITS:
+    np.testing.assert_array_equal(split[s], again[s])
+
+
+def test_random_split_is_seeded():
+  first = moleculenet.random_split(1128, seed=0)
+  again = moleculenet.random_split(1128, seed=0)
+  other = moleculenet.random_split(1128, seed=1)
+  for s in moleculenet.SPLITS:
+    np.testing.assert_array_equal(first[s], again[s])
+  assert not np.array_equal(first['test'], other['test'])
+  assert [len(first[s]) for s in moleculenet.SPLITS] == [902, 113, 113]
+  np.testing.assert_array_equal(
+      np.sort(np.concatenate(list(first.values()))), np.arange(1128))
+
+
+@needs_all
+@pytest.mark.parametrize('name, task, labels, sizes', [
+    ('esol', 'regression', (np.float32, (1,)), (902, 113, 113)),
+    ('bbbp', 'binary', (np.int32, ()), (1631, 204, 204)),
+    ('tox21', 'multilabel', (np.int32, (12,)), (6258, 782, 783)),
+])
+def test_load_dataset_smiles_shapes_and_dtypes(name, task, labels, sizes):
+  dataset = data.load_dataset(name, data_dir=real_data_dir(),
+                              molecule=MoleculeConfig(max_length=96))
+  assert dataset.task == task and dataset.image_shape == (96,)
+  assert tuple(dataset.sizes.values()) == sizes
+  vocab = dataset.tokenizer
+  assert dataset.model_kwargs == {'vocab_size': vocab.vocab_size}
+  for split, (ids, y) in dataset.splits.items():
+    assert ids.dtype == np.int32 and ids.shape == (len(y), 96), split
+    assert y.dtype == labels[0] and y.shape[1:] == labels[1], split
+    assert (ids[:, 0] == jsmiles.BOS_ID).all() and ids.max() < vocab.vocab_size
+  train_ids = dataset.splits['train'][0]
+  assert not (train_ids == jsmiles.UNK_ID).any()  # Vocabulary learned on train.
+  if name == 'tox21':
+    y = dataset.splits['train'][1]
+    assert set(np.unique(y)) == {-1, 0, 1}
+
+
+@needs_esol
+def test_fingerprints_hold_the_same_molecules_as_smiles(esol):
+  fps = data.load_dataset('esol', data_dir=real_data_dir(),
+                          molecule=MoleculeConfig(features='fingerprint',
+                                                  fingerprint_bits=256))
+  assert fps.image_shape == (256,) and fps.tokenizer is None
+  for split in moleculenet.SPLITS:
+    np.testing.assert_array_equal(fps.splits[split][1], esol.splits[split][1])
+    assert fps.splits[split][0].dtype == np.float32
+
+
+def test_dataset_validates_regression_labels():
+  x = np.zeros((3, 4), np.float32)
+  y = np.array([[0.5], [-2.0], [1.0]], np.float32)
+  assert data.Dataset('toy', {'train': (x, y)}, 1, 'regression', (4,)).sizes == {'train': 3}
+  for bad, match in ((y.astype(np.float64), 'float32'), (y[:, 0], 'float32'),
+                     (np.where(y > 0, np.nan, y), 'NaN')):
+    with pytest.raises(data.DataError, match=match):
+      data.Dataset('toy', {'train': (x, bad)}, 1, 'regression', (4,))
+
+
+@needs_esol
+def test_fit_esol_smiles_cnn_beats_predicting_the_training_mean(esol, tmp_path):
+  from jmed.train.loop import fit  # pylint: disable=g-import-not-at-top
+  cfg = TrainConfig(
+      model='text_cnn', dataset='esol', epochs=6, batch_size=32, eval_batch_size=113,
+      optimizer=OptimizerConfig(name='adam', learning_rate=3e-3),
+      model_kwargs={'embed_dim': 32, 'features': 32, 'widths': [3, 5]},
+      steps_per_dispatch=1, progress=False, output_dir=str(tmp_path / 'run'))
+  summary = fit(cfg, esol)
+  train_y, test_y = esol.splits['train'][1], esol.splits['test'][1]
+  mean_rmse = float(np.sqrt(np.mean((test_y - train_y.mean()) ** 2)))  # 2.19
+  assert summary['best']['metric'] == 'val_rmse'
+  assert summary['test_rmse'] < 0.7 * mean_rmse, (summary['test_rmse'], mean_rmse)
+  saved = jsmiles.load(tmp_path / 'run' / 'tokenizer.json')
+  assert saved == esol.tokenizer
+  again = dataclasses.replace(cfg, output_dir=str(tmp_path / 'again'))
+  assert fit(again, esol)['test_rmse'] == pytest.approx(summary['test_rmse'], rel=1e-5)
+
+
+@needs_esol
+def test_an_mlp_on_smiles_token_ids_is_refused_before_writing(esol, tmp_path):
+  """Token ids are not features: the MLP says to use fingerprints (or a sequence model)."""
+  from jmed.train.loop import fit  # pylint: disable=g-import-not-at-top
+  cfg = TrainConfig(model='mlp', dataset='esol', progress=False,
+                    output_dir=str(tmp_path / 'run'))
+  with pytest.raises(ValueError, match='fingerprint'):
+    fit(cfg, esol)
+  assert not (tmp_path / 'run').exists()
