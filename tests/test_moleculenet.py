@@ -255,3 +255,28 @@ def test_an_mlp_on_smiles_token_ids_is_refused_before_writing(esol, tmp_path):
   with pytest.raises(ValueError, match='fingerprint'):
     fit(cfg, esol)
   assert not (tmp_path / 'run').exists()
+
+
+@needs_esol
+def test_without_a_data_dir_the_csv_is_downloaded_once_into_the_cache(tmp_path, monkeypatch):
+  """The online path, run against a file:// URL of the real CSV (this machine has no network)."""
+  source = FOLDER / 'delaney-processed.csv'
+  spec = moleculenet.SPECS['esol']
+  monkeypatch.setitem(moleculenet.SPECS, 'esol', dataclasses.replace(spec, url=source.as_uri()))
+  monkeypatch.delenv('JMED_DATA_DIR', raising=False)
+  monkeypatch.setenv('JMED_CACHE_DIR', str(tmp_path / 'cache'))
+  online = data.load_dataset('esol', molecule=MoleculeConfig(max_length=64))
+  cached = tmp_path / 'cache' / 'moleculenet' / 'delaney-processed.csv'
+  assert cached.read_bytes() == source.read_bytes()
+  offline = data.load_dataset('esol', data_dir=real_data_dir(),
+                              molecule=MoleculeConfig(max_length=64))
+  for split in ('train', 'validation', 'test'):
+    for a, b in zip(online.splits[split], offline.splits[split]):
+      np.testing.assert_array_equal(a, b)
+  monkeypatch.setitem(moleculenet.SPECS, 'esol',
+                      dataclasses.replace(spec, url=(tmp_path / 'absent.csv').as_uri()))
+  assert data.load_dataset('esol').sizes == online.sizes  # cached: no second download
+  monkeypatch.setenv('JMED_CACHE_DIR', str(tmp_path / 'empty'))
+  with pytest.raises(data.MissingDataError, match='Could not download esol'):
+    data.load_dataset('esol')
+  assert not list((tmp_path / 'empty' / 'moleculenet').iterdir())

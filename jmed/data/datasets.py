@@ -12,7 +12,8 @@ holding one subfolder per source:
                                                     (see jmed.data.survival)
 
 With neither set, MNIST, MedMNIST and Medical Abstracts are downloaded through
-TFDS; the MoleculeNet sets (Tox21, ESOL, BBBP) and the survival sets must be
+TFDS, and the MoleculeNet CSVs (Tox21, ESOL, BBBP) from DeepChem into
+`$JMED_CACHE_DIR` (default `~/.cache/jmed`); the survival sets must be
 downloaded by hand.
 """
 
@@ -31,6 +32,7 @@ from jmed.data import timeseries
 from jmed.data.errors import DataError, MissingDataError
 
 ENV_VAR = 'JMED_DATA_DIR'
+CACHE_ENV_VAR = 'JMED_CACHE_DIR'
 TASKS = ('binary', 'multiclass', 'multilabel', 'survival', 'regression')
 NAMES = (('mnist',) + medmnist.NAMES + ('tox21', 'medical_abstracts') + survival.NAMES
          + ('mnist_irregular', 'esol', 'bbbp'))
@@ -159,6 +161,12 @@ def load_dataset(name: str, data_dir: Optional[str] = None,
                  image_shape=image_shape)
 
 
+def cache_dir() -> str:
+  """Where downloads without a TFDS builder go: `$JMED_CACHE_DIR`, else `~/.cache/jmed`."""
+  return os.environ.get(CACHE_ENV_VAR) or os.path.join(os.path.expanduser('~'), '.cache',
+                                                       'jmed')
+
+
 def resolve_data_dir(data_dir: Optional[str] = None) -> Optional[str]:
   """`data_dir`, else `$JMED_DATA_DIR`, else None (download online)."""
   if data_dir is not None:
@@ -190,17 +198,17 @@ def _load_medmnist(name, data_dir, tfds_dir) -> Dict[str, Split]:
 
 def _load_molecules(name, data_dir, split_kind, molecule) -> Dataset:
   from jmed.configs import MoleculeConfig  # pylint: disable=g-import-not-at-top
-  if data_dir is None:
-    raise MissingDataError(
-        f'{name} has no online loader: download {moleculenet.SPECS[name].url} '
-        '(MoleculeNet / DeepChem) into <data_dir>/moleculenet/ and pass '
-        f'data_dir (or set ${ENV_VAR}).')
+  if data_dir is None:  # download from DeepChem into the cache once
+    folder = os.path.join(cache_dir(), 'moleculenet')
+    moleculenet.download(name, folder)
+  else:
+    folder = os.path.join(data_dir, 'moleculenet')
   if molecule is None and name == 'tox21':  # The original Tox21 loader.
     molecule = MoleculeConfig(features='fingerprint', split='random',
                               skip_invalid=False)
   molecule = molecule or MoleculeConfig()
   loaded = moleculenet.load(
-      name, os.path.join(data_dir, 'moleculenet'), features=molecule.features,
+      name, folder, features=molecule.features,
       split=split_kind or molecule.split, seed=molecule.split_seed,
       max_length=molecule.max_length, bits=molecule.fingerprint_bits,
       skip_invalid=molecule.skip_invalid)

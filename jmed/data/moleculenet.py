@@ -234,6 +234,41 @@ def find_csv(name: str, data_dir_moleculenet: str) -> str:
                          f'{spec.url} and put it in that folder)')
 
 
+def download(name: str, folder: str) -> str:
+  """Downloads dataset `name`'s CSV from DeepChem (`Spec.url`) into `folder` unless one of its
+  `Spec.filenames` is already there; returns the file's path.
+
+  The file is written under a temporary name and renamed when complete, so an interrupted
+  download never leaves a partial CSV behind.
+
+  Raises:
+    MissingDataError: the download failed (e.g. no network): the message says where to put the
+      file by hand.
+  """
+  import urllib.error  # pylint: disable=g-import-not-at-top
+  import urllib.request  # pylint: disable=g-import-not-at-top
+  spec = get_spec(name)
+  try:
+    return find_csv(name, folder)
+  except MissingDataError:
+    pass
+  os.makedirs(folder, exist_ok=True)
+  path = os.path.join(folder, os.path.basename(spec.url))
+  partial = path + '.partial'
+  try:
+    _LOG.info('Downloading %s to %s', spec.url, path)
+    urllib.request.urlretrieve(spec.url, partial)
+  except (urllib.error.URLError, OSError) as error:
+    if os.path.exists(partial):
+      os.remove(partial)
+    raise MissingDataError(
+        f'Could not download {name} from {spec.url} ({error}). Offline, put '
+        f'{spec.filenames[0]} in <data_dir>/moleculenet/ and pass data_dir (or set '
+        '$JMED_DATA_DIR).') from error
+  os.replace(partial, path)
+  return path
+
+
 def read(path: str, name: str, skip_invalid: bool = False) -> Table:
   """Reads dataset `name`'s CSV at `path` and parses its SMILES with RDKit.
 
