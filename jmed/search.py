@@ -44,7 +44,7 @@ from tqdm.auto import tqdm
 
 from jmed import data as jdata
 from jmed.configs import TrainConfig
-from jmed.train.loop import MINIMIZED, NonFiniteLossError, fit
+from jmed.train.loop import MINIMIZED, NonFiniteLossError, fit, write_json
 
 METHODS = ('grid', 'random', 'bayes')
 KINDS = ('choice', 'uniform', 'loguniform', 'int')
@@ -336,7 +336,7 @@ def search(base: TrainConfig, space: dict, *, method: str = 'random',
 def _check_or_write_header(path: str, header: dict) -> None:
   """Writes search.json, or checks that the one there describes the same search."""
   if not os.path.exists(path):
-    _write_json(path, header)
+    write_json(path, header)
     return
   with open(path) as f:
     old = json.load(f)
@@ -375,7 +375,7 @@ def _run_trial(record: dict, cfg: TrainConfig, dataset, resume: bool, direction:
   cfg = dataclasses.replace(cfg, output_dir=record['output_dir'], resume=resume)
   os.makedirs(cfg.output_dir, exist_ok=True)
   path = os.path.join(cfg.output_dir, 'trial.json')
-  _write_json(path, record)
+  write_json(path, record)
   start = time.perf_counter()
   try:
     summary = fit(cfg, dataset)
@@ -386,7 +386,7 @@ def _run_trial(record: dict, cfg: TrainConfig, dataset, resume: bool, direction:
   else:
     _score(record, summary, direction)
   record['seconds'] = time.perf_counter() - start
-  _write_json(path, record)
+  write_json(path, record)
 
 
 def _score(record: dict, summary: dict, direction: str) -> None:
@@ -416,12 +416,6 @@ def _metric_name(records: list) -> Optional[str]:
 
 # --- Outputs ------------------------------------------------------------------------------------
 
-
-def _write_json(path: str, obj) -> None:
-  tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
-    json.dump(obj, f, indent=2)
-  os.replace(tmp, path)  # never a half-written file, even when interrupted
 
 
 def _columns(records: list):
@@ -489,5 +483,5 @@ def _write_results(search_dir: str, base: TrainConfig, records: list, direction:
   if best is not None:
     cfg = dataclasses.replace(override(base, best['params']), output_dir=best['output_dir'],
                               resume=False)
-    _write_json(os.path.join(search_dir, 'best_config.json'), dataclasses.asdict(cfg))
-    _write_json(os.path.join(search_dir, 'best.json'), {**best, 'direction': direction})
+    write_json(os.path.join(search_dir, 'best_config.json'), dataclasses.asdict(cfg))
+    write_json(os.path.join(search_dir, 'best.json'), {**best, 'direction': direction})

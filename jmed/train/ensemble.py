@@ -37,7 +37,7 @@ from jmed.configs import TrainConfig
 from jmed.data import augment as jaugment
 from jmed.optim import make_optimizer
 from jmed.train import parallel, steps
-from jmed.train.loop import NonFiniteLossError, build_model, class_weights_for
+from jmed.train.loop import NonFiniteLossError, build_model, class_weights_for, write_json
 from jmed.train.state import TrainState, create_train_state
 
 TASKS = ('binary', 'multiclass', 'multilabel')
@@ -216,7 +216,7 @@ def fit_ensemble(cfg: TrainConfig, members: int, dataset=None, *,
   state = create_ensemble_state(build_model(cfg, dataset), tx, images[:1], seeds)
   state = parallel.replicate(state, mesh)
   os.makedirs(cfg.output_dir, exist_ok=True)
-  _write_json(os.path.join(cfg.output_dir, 'config.json'),
+  write_json(os.path.join(cfg.output_dir, 'config.json'),
               {**dataclasses.asdict(cfg), 'members': members, 'seeds': seeds,
                'independent_shuffles': independent_shuffles})
   train_fn = parallel.data_parallel(functools.partial(
@@ -248,7 +248,7 @@ def fit_ensemble(cfg: TrainConfig, members: int, dataset=None, *,
       'train_seconds': train_seconds,  # compilation and validation included
       'wall_seconds': time.perf_counter() - wall_start,
   }
-  _write_json(os.path.join(cfg.output_dir, 'summary.json'), summary)
+  write_json(os.path.join(cfg.output_dir, 'summary.json'), summary)
   return state, summary
 
 
@@ -325,8 +325,3 @@ def _read_loss(metrics, step: int) -> np.ndarray:
         f'Training loss of member {bad[0]} is {losses[bad[0]]} at step {step}; stopping. Try a '
         'lower learning rate or gradient clipping.')
   return losses
-
-
-def _write_json(path: str, obj) -> None:
-  with open(path, 'w') as f:
-    json.dump(obj, f, indent=2)

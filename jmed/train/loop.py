@@ -209,7 +209,7 @@ def fit(cfg: TrainConfig, dataset=None) -> dict:
   elif manager.latest_step() is not None:
     raise FileExistsError(f'{ckpt_dir} already holds checkpoints; pass resume=True (--resume) to '
                           'continue that run or choose another output_dir.')
-  _write_json(os.path.join(cfg.output_dir, 'config.json'), dataclasses.asdict(cfg))
+  write_json(os.path.join(cfg.output_dir, 'config.json'), dataclasses.asdict(cfg))
   if dataset.tokenizer is not None:  # what turns new text into this model's inputs
     dataset.tokenizer.save(os.path.join(cfg.output_dir, 'tokenizer.json'))
   log = _MetricsLog(os.path.join(cfg.output_dir, 'metrics.jsonl'),
@@ -252,7 +252,7 @@ def fit(cfg: TrainConfig, dataset=None) -> dict:
           best = {'epoch': epoch, 'step': step, 'metric': f'val_{metric}',
                   'value': val[metric], 'val': val}
           checkpoint.save(best_manager, state, wait=True)
-          _write_json(os.path.join(cfg.output_dir, 'best.json'), best)
+          write_json(os.path.join(cfg.output_dir, 'best.json'), best)
         record['best_epoch'] = best['epoch'] if best else None
       log.write(record)
       checkpoint.save(manager, state)
@@ -284,7 +284,7 @@ def fit(cfg: TrainConfig, dataset=None) -> dict:
       'compile_seconds': timing['compile_seconds'],
       'wall_seconds': time.perf_counter() - wall_start,
   }
-  _write_json(os.path.join(cfg.output_dir, 'summary.json'), summary)
+  write_json(os.path.join(cfg.output_dir, 'summary.json'), summary)
   return summary
 
 
@@ -351,9 +351,13 @@ def _read_best(output_dir: str):
     return json.load(f)
 
 
-def _write_json(path: str, obj) -> None:
-  with open(path, 'w') as f:
+def write_json(path: str, obj) -> None:
+  """Writes `obj` as indented JSON to `path` through a temporary file, so `path` is never left
+  half-written, even by an interruption."""
+  tmp = path + '.tmp'
+  with open(tmp, 'w') as f:
     json.dump(obj, f, indent=2)
+  os.replace(tmp, path)
 
 
 def _train_epoch(cfg, state, train_fn, mesh, manager, ckpt_dir, train_split, epoch,
