@@ -11,6 +11,7 @@ import dataclasses
 import json
 import sys
 
+from jmed import distributed
 from jmed.configs import (MoleculeConfig, OptimizerConfig, PrivacyConfig, TextConfig, TrainConfig,
                           field_docs)
 from jmed.data import DATASET_NAMES
@@ -42,7 +43,27 @@ def _add_fields(parser, cls, skip=(), extra_help=None, prefix=''):
       parser.add_argument(flag, type=kind, default=default, help=docs.get(field.name))
 
 
-def parse_config(argv=None) -> TrainConfig:
+def _add_distributed(parser) -> None:
+  group = parser.add_argument_group(
+      'multi-host (jax.distributed)',
+      'One process per host (or per GPU). Run the same command on every host; the global '
+      '--batch-size is split over every device of every process.')
+  group.add_argument('--distributed', choices=distributed.MODES, default='auto',
+                     help='auto: join a multi-process run when coordinator flags are given or '
+                     'a Cloud TPU, SLURM or Open MPI launcher is detected; on: always call '
+                     'jax.distributed.initialize() (JAX detects the cluster); off: one process.')
+  group.add_argument('--coordinator-address', default=None,
+                     help='host:port of process 0, for clusters JAX cannot detect.')
+  group.add_argument('--num-processes', type=int, default=None, help='total processes.')
+  group.add_argument('--process-id', type=int, default=None,
+                     help="this process's index, 0 .. num-processes - 1.")
+
+
+_DISTRIBUTED_FLAGS = ('distributed', 'coordinator_address', 'num_processes', 'process_id')
+
+
+def parse_args(argv=None):
+  """(TrainConfig, the multi-host options as a dict of `distributed.initialize` arguments)."""
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   _add_fields(parser, TrainConfig, skip=('optimizer', 'text', 'molecule', 'privacy'), extra_help={
@@ -58,7 +79,10 @@ def parse_config(argv=None) -> TrainConfig:
               prefix='molecule_')
   _add_fields(parser.add_argument_group('differential privacy (DP-SGD)'), PrivacyConfig,
               prefix='dp_')
+  _add_distributed(parser)
   args = vars(parser.parse_args(argv))
+  multihost = {k: args.pop(k) for k in _DISTRIBUTED_FLAGS}
+  multihost['mode'] = multihost.pop('distributed')
   opt_fields = {f.name for f in dataclasses.fields(OptimizerConfig)}
   optimizer = OptimizerConfig(name=args.pop('optimizer'),
                               **{k: args.pop(k) for k in list(args) if k in opt_fields})
@@ -67,19 +91,28 @@ def parse_config(argv=None) -> TrainConfig:
                                for f in dataclasses.fields(MoleculeConfig)})
   privacy = PrivacyConfig(**{f.name: args.pop('dp_' + f.name)
                              for f in dataclasses.fields(PrivacyConfig)})
-  return TrainConfig(optimizer=optimizer, text=text, molecule=molecule, privacy=privacy, **args)
+  cfg = TrainConfig(optimizer=optimizer, text=text, molecule=molecule, privacy=privacy, **args)
+  return cfg, multihost
+
+
+def parse_config(argv=None) -> TrainConfig:
+  return parse_args(argv)[0]
 
 
 def main(argv=None) -> int:
-  cfg = parse_config(argv)
+  cfg, multihost = parse_args(argv)
   try:
+    where = distributed.initialize(**multihost)
+    print('process {process_index}/{process_count}: {local_devices} local and {global_devices} '
+          'global {platform} devices'.format(**where), file=sys.stderr, flush=True)
     summary = fit(cfg)
   except (NonFiniteLossError, ValueError, FileNotFoundError, FileExistsError,
           NotImplementedError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 1
-  print(json.dumps(summary, indent=2))
-  print(format_summary(summary))
+  if distributed.is_primary():
+    print(json.dumps(summary, indent=2))
+    print(format_summary(summary))
   return 0
 
 

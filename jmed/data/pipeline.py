@@ -36,8 +36,8 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
 
 
 def train_batches(images: np.ndarray, labels: np.ndarray, batch_size: int, *,
-                  seed: int, epoch: int,
-                  drop_remainder: bool = True) -> Iterator[Batch]:
+                  seed: int, epoch: int, drop_remainder: bool = True,
+                  rows: slice = slice(None)) -> Iterator[Batch]:
   """Batches of one shuffled training epoch.
 
   Args:
@@ -47,11 +47,13 @@ def train_batches(images: np.ndarray, labels: np.ndarray, batch_size: int, *,
     seed: base seed of the shuffle.
     epoch: epoch index; order is `epoch_permutation(n, seed, epoch)`.
     drop_remainder: drop the last incomplete batch (static shapes for jit).
+    rows: the rows of each batch to gather, e.g. a data-parallel process's share
+      (`jmed.train.parallel.local_rows`); only those examples are read.
 
   Returns:
     An iterator of `{'image': [b, h, w, c] float32, 'label': [b] int32}`,
     b = batch_size (except possibly the last batch when `drop_remainder` is
-    False). Arguments are checked at call time.
+    False), or the length of `rows` of it. Arguments are checked at call time.
   """
   n = _check(images, labels, batch_size)
   if drop_remainder and n < batch_size:
@@ -59,7 +61,7 @@ def train_batches(images: np.ndarray, labels: np.ndarray, batch_size: int, *,
                      'drop_remainder=True no batch would be produced.')
   order = epoch_permutation(n, seed, epoch)
   stop = n - n % batch_size if drop_remainder else n
-  return _gather_batches(images, labels, order[:stop], batch_size)
+  return _gather_batches(images, labels, order[:stop], batch_size, rows)
 
 
 def _model_dtype(x: np.ndarray) -> np.ndarray:
@@ -68,16 +70,16 @@ def _model_dtype(x: np.ndarray) -> np.ndarray:
   return x.astype(kind, copy=False)
 
 
-def _gather_batches(images, labels, order, batch_size) -> Iterator[Batch]:
-  """Yields `images[order]`, `labels[order]` in chunks of `batch_size`."""
+def _gather_batches(images, labels, order, batch_size, rows) -> Iterator[Batch]:
+  """Yields `images[order]`, `labels[order]` in chunks of `batch_size` (`rows` of each)."""
   for start in range(0, len(order), batch_size):
-    index = order[start:start + batch_size]
+    index = order[start:start + batch_size][rows]
     yield {'image': _model_dtype(images[index]),
            'label': _model_dtype(labels[index])}
 
 
-def eval_batches(images: np.ndarray, labels: np.ndarray,
-                 batch_size: int) -> Iterator[Batch]:
+def eval_batches(images: np.ndarray, labels: np.ndarray, batch_size: int,
+                 rows: slice = slice(None)) -> Iterator[Batch]:
   """Batches holding every example once, in order, at a fixed batch size.
 
   The last batch is zero-padded to `batch_size`; its 'mask' is 1 on real
@@ -88,25 +90,29 @@ def eval_batches(images: np.ndarray, labels: np.ndarray,
     images: float `[n, height, width, channels]`.
     labels: integer `[n]` or `[n, num_labels]`.
     batch_size: examples per batch.
+    rows: the rows of each padded batch to produce, e.g. a data-parallel
+      process's share (`jmed.train.parallel.local_rows`).
 
   Returns:
     An iterator of `{'image': [batch_size, h, w, c] float32,
-    'label': [batch_size] int32, 'mask': [batch_size] float32}`. Arguments
-    are checked at call time.
+    'label': [batch_size] int32, 'mask': [batch_size] float32}` (the length
+    of `rows` instead of batch_size when given). Arguments are checked at
+    call time.
   """
   _check(images, labels, batch_size)
-  return _padded_batches(images, labels, batch_size)
+  return _padded_batches(images, labels, batch_size, rows)
 
 
-def _padded_batches(images, labels, batch_size) -> Iterator[Batch]:
-  """Yields consecutive batches, the last one zero-padded and masked."""
+def _padded_batches(images, labels, batch_size, rows) -> Iterator[Batch]:
+  """Yields `rows` of consecutive batches, the last batch zero-padded and masked."""
+  positions = np.arange(batch_size)[rows]
   for start in range(0, len(images), batch_size):
-    stop = start + batch_size
-    batch = {'image': _model_dtype(images[start:stop]),
-             'label': _model_dtype(labels[start:stop])}
-    real = len(batch['label'])
-    batch = {key: _pad(value, batch_size) for key, value in batch.items()}
-    batch['mask'] = (np.arange(batch_size) < real).astype(np.float32)
+    index = start + positions
+    index = index[index < len(images)]
+    batch = {'image': _model_dtype(images[index]),
+             'label': _model_dtype(labels[index])}
+    batch = {key: _pad(value, len(positions)) for key, value in batch.items()}
+    batch['mask'] = (start + positions < len(images)).astype(np.float32)
     yield batch
 
 

@@ -5,6 +5,8 @@ import os
 import jax
 import orbax.checkpoint as ocp
 
+from jmed.train import parallel
+
 
 def make_manager(directory: str, keep: int = 2) -> ocp.CheckpointManager:
   """An orbax CheckpointManager over `directory` (created if missing) keeping `keep` steps."""
@@ -26,7 +28,7 @@ def _to_saveable(state):
 
 def save(manager: ocp.CheckpointManager, state, *, wait: bool = False) -> None:
   """Saves `state` under its step (asynchronously unless `wait`)."""
-  step = int(jax.device_get(state.step))
+  step = int(parallel.to_host(state.step))
   manager.save(step, args=ocp.args.StandardSave(_to_saveable(state)))
   if wait:
     manager.wait_until_finished()

@@ -16,6 +16,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from jmed import data as jdata
+from jmed import distributed
 from jmed import metrics as jmetrics
 from jmed import models
 from jmed import privacy as jprivacy
@@ -31,14 +32,15 @@ class NonFiniteLossError(FloatingPointError):
   """The training loss became NaN or infinite."""
 
 
-def _dispatch_groups(dataset_split, cfg: TrainConfig, epoch: int, first_step: int, last_step: int):
-  """Yields (global_step, batches [k, batch, ...]) for steps [first_step, last_step) of `epoch`.
+def _dispatch_groups(dataset_split, cfg: TrainConfig, epoch: int, first_step: int, last_step: int,
+                     rows: slice = slice(None)):
+  """Yields (global_step, batches [k, rows, ...]) for steps [first_step, last_step) of `epoch`.
 
   Batches come from the epoch's seeded permutation, so a run resumed mid-epoch sees exactly the
-  batches an uninterrupted run would.
+  batches an uninterrupted run would. `rows` is this process's share of each global batch.
   """
   images, labels = dataset_split
-  it = jdata.train_batches(images, labels, cfg.batch_size, seed=cfg.seed, epoch=epoch)
+  it = jdata.train_batches(images, labels, cfg.batch_size, seed=cfg.seed, epoch=epoch, rows=rows)
   steps_per_epoch = len(images) // cfg.batch_size
   start = epoch * steps_per_epoch
   group, group_start = [], None
@@ -100,22 +102,24 @@ def evaluate(state, eval_fn, images, labels, batch_size: int, mesh, task: str,
   totals = {'loss_sum': 0.0, 'correct': 0.0, 'count': 0.0}
   probs = []
   scaled = labels if scale is None else (labels - scale[0]) / scale[1]
-  for batch in jdata.eval_batches(images, scaled, batch_size):
-    out = jax.device_get(eval_fn(state, parallel.shard_batch(batch, mesh)))
+  rows = parallel.local_rows(batch_size, mesh)  # this process's share of each batch
+  for batch in jdata.eval_batches(images, scaled, batch_size, rows=rows):
+    out = parallel.to_host(eval_fn(state, parallel.shard_batch(batch, mesh)))
     for k in totals:
       totals[k] += float(out[k])
-    probs.append(out['probs'][batch['mask'] > 0])
+    probs.append(out['probs'])  # the whole global batch, gathered from every process
   if not math.isclose(totals['count'], len(labels)):
     raise AssertionError(f'evaluated {totals["count"]} examples of {len(labels)}')
+  probs = np.concatenate(probs)[:len(labels)]  # padding is at the end of the last batch only
   if task == 'survival':  # the Cox loss couples examples: compute it over the whole split
-    return survival.survival_metrics(np.concatenate(probs), labels[:, 0], labels[:, 1])
+    return survival.survival_metrics(probs, labels[:, 0], labels[:, 1])
   if task == 'regression':
-    predictions = np.concatenate(probs)
+    predictions = probs
     if scale is not None:
       predictions = predictions * scale[1] + scale[0]
     result = jmetrics.regression_metrics(predictions, labels)
   else:
-    result = jmetrics.classification_metrics(np.concatenate(probs), labels, task=task)
+    result = jmetrics.classification_metrics(probs, labels, task=task)
   result['loss'] = totals['loss_sum'] / totals['count']
   return result
 
@@ -125,10 +129,13 @@ class _MetricsLog:
 
   On resume (`resumed_step` not None) records past the restored step are dropped first: an
   epoch logged just before an interruption, whose checkpoint was not saved, is run and logged
-  again.
+  again. With `path` None (processes other than 0 of a multi-host run) nothing is written.
   """
 
-  def __init__(self, path: str, resumed_step=None):
+  def __init__(self, path, resumed_step=None):
+    self._file = None
+    if path is None:
+      return
     kept = []
     if resumed_step is not None and os.path.exists(path):
       with open(path) as f:
@@ -138,11 +145,13 @@ class _MetricsLog:
     self._file.flush()
 
   def write(self, record: dict) -> None:
-    self._file.write(json.dumps(record) + '\n')
-    self._file.flush()
+    if self._file:
+      self._file.write(json.dumps(record) + '\n')
+      self._file.flush()
 
   def close(self) -> None:
-    self._file.close()
+    if self._file:
+      self._file.close()
 
 
 def _raise_if_non_finite(losses, first_step: int, ckpt_dir: str, manager) -> None:
@@ -201,6 +210,7 @@ def fit(cfg: TrainConfig, dataset=None) -> dict:
                      'without BatchNorm.')
   state = parallel.replicate(state, mesh)
 
+  primary = distributed.is_primary()  # one process writes the logs and JSON files
   os.makedirs(cfg.output_dir, exist_ok=True)
   ckpt_dir = os.path.join(cfg.output_dir, 'checkpoints')
   manager = checkpoint.make_manager(ckpt_dir, cfg.keep_checkpoints)
@@ -209,11 +219,13 @@ def fit(cfg: TrainConfig, dataset=None) -> dict:
   elif manager.latest_step() is not None:
     raise FileExistsError(f'{ckpt_dir} already holds checkpoints; pass resume=True (--resume) to '
                           'continue that run or choose another output_dir.')
-  write_json(os.path.join(cfg.output_dir, 'config.json'), dataclasses.asdict(cfg))
-  if dataset.tokenizer is not None:  # what turns new text into this model's inputs
-    dataset.tokenizer.save(os.path.join(cfg.output_dir, 'tokenizer.json'))
-  log = _MetricsLog(os.path.join(cfg.output_dir, 'metrics.jsonl'),
-                    int(jax.device_get(state.step)) if cfg.resume else None)
+  step = int(parallel.to_host(state.step))
+  if primary:
+    write_json(os.path.join(cfg.output_dir, 'config.json'), dataclasses.asdict(cfg))
+    if dataset.tokenizer is not None:  # what turns new text into this model's inputs
+      dataset.tokenizer.save(os.path.join(cfg.output_dir, 'tokenizer.json'))
+  log = _MetricsLog(os.path.join(cfg.output_dir, 'metrics.jsonl') if primary else None,
+                    step if cfg.resume else None)
 
   task = dataset.task
   train_fn = parallel.data_parallel(
@@ -222,7 +234,6 @@ def fit(cfg: TrainConfig, dataset=None) -> dict:
   eval_fn = jax.jit(steps.bind(steps.eval_step, task))
   best = _read_best(cfg.output_dir) if cfg.resume else None
   stopped_early = False
-  step = int(jax.device_get(state.step))
   timing = {'train_seconds': 0.0, 'train_images': 0, 'compile_seconds': 0.0, 'compiled': set()}
   val_split = 'validation' if 'validation' in dataset.splits else None
   best_manager = (checkpoint.make_manager(os.path.join(cfg.output_dir, 'best'), 1)
@@ -230,7 +241,7 @@ def fit(cfg: TrainConfig, dataset=None) -> dict:
   if best_manager and not cfg.resume and best_manager.latest_step() is not None:
     raise FileExistsError(f'{cfg.output_dir}/best already holds a checkpoint of another run; '
                           'pass resume=True (--resume) or choose another output_dir.')
-  bar = tqdm(total=last_step, initial=step, unit='step', disable=not cfg.progress,
+  bar = tqdm(total=last_step, initial=step, unit='step', disable=not (cfg.progress and primary),
              dynamic_ncols=True)
   try:
     for epoch in range(step // steps_per_epoch, cfg.epochs):
@@ -252,7 +263,8 @@ def fit(cfg: TrainConfig, dataset=None) -> dict:
           best = {'epoch': epoch, 'step': step, 'metric': f'val_{metric}',
                   'value': val[metric], 'val': val}
           checkpoint.save(best_manager, state, wait=True)
-          write_json(os.path.join(cfg.output_dir, 'best.json'), best)
+          if primary:
+            write_json(os.path.join(cfg.output_dir, 'best.json'), best)
         record['best_epoch'] = best['epoch'] if best else None
       log.write(record)
       checkpoint.save(manager, state)
@@ -274,6 +286,7 @@ def fit(cfg: TrainConfig, dataset=None) -> dict:
   summary = {
       'model': cfg.model, 'dataset': dataset.name, 'task': task, 'steps': step,
       'epochs': cfg.epochs, 'batch_size': cfg.batch_size, 'devices': mesh.devices.size,
+      'processes': jax.process_count(), 'dtype': cfg.dtype,
       'best': best, 'stopped_early': stopped_early,
       **({'target_scale': {'mean': scale[0].tolist(), 'std': scale[1].tolist()}}
          if scale is not None else {}),
@@ -284,7 +297,8 @@ def fit(cfg: TrainConfig, dataset=None) -> dict:
       'compile_seconds': timing['compile_seconds'],
       'wall_seconds': time.perf_counter() - wall_start,
   }
-  write_json(os.path.join(cfg.output_dir, 'summary.json'), summary)
+  if primary:
+    write_json(os.path.join(cfg.output_dir, 'summary.json'), summary)
   return summary
 
 
@@ -371,12 +385,13 @@ def _train_epoch(cfg, state, train_fn, mesh, manager, ckpt_dir, train_split, epo
   pending = None  # (first step, metrics) of the dispatch whose results are not yet read
   epoch_start = steady_start = time.perf_counter()
   groups = jdata.prefetch(
-      _dispatch_groups(train_split, cfg, epoch, first_step, last_step),
+      _dispatch_groups(train_split, cfg, epoch, first_step, last_step,
+                       parallel.local_rows(cfg.batch_size, mesh)),
       transform=lambda g: (g[0], parallel.shard_batch(g[1], mesh, batch_axis=1)))
 
   def consume(pending):
     group_step, metrics = pending
-    metrics = jax.device_get(metrics)
+    metrics = parallel.to_host(metrics)
     _raise_if_non_finite(metrics['loss_sum'] / metrics['count'], group_step, ckpt_dir, manager)
     for k in metrics:
       sums[k] = sums.get(k, 0) + metrics[k].sum()
