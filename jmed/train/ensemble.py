@@ -255,6 +255,9 @@ def fit_ensemble(cfg: TrainConfig, members: int, dataset=None, *,
 def _check_args(cfg: TrainConfig, members) -> None:
   if isinstance(members, bool) or not isinstance(members, (int, np.integer)) or members < 1:
     raise ValueError(f'members must be a positive int, got {members!r}.')
+  if jax.process_count() > 1:
+    raise NotImplementedError('fit_ensemble runs in one process (all its local devices); a '
+                              'multi-host run can train the members as separate fit runs.')
   for field in ('epochs', 'batch_size', 'eval_batch_size'):
     if getattr(cfg, field) < 1:
       raise ValueError(f'{field} must be >= 1, got {getattr(cfg, field)}.')
