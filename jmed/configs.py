@@ -123,7 +123,7 @@ class TrainConfig:
     tfds_dir: where tensorflow-datasets keeps prepared datasets (None: its default).
     epochs: passes over the training split.
     batch_size: global batch, split evenly over all devices.
-    eval_batch_size: global batch for evaluation.
+    eval_batch_size: global batch for evaluation (512 divides over any power-of-two device count).
     seed: seeds initialisation, shuffling and dropout.
     optimizer: see `OptimizerConfig`.
     text: see `TextConfig` (text datasets only).
@@ -156,7 +156,7 @@ class TrainConfig:
   tfds_dir: Optional[str] = None
   epochs: int = 5
   batch_size: int = 32
-  eval_batch_size: int = 500
+  eval_batch_size: int = 512
   seed: int = 0
   optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
   text: TextConfig = dataclasses.field(default_factory=TextConfig)
