@@ -35,6 +35,7 @@ class GRUDCell(nn.Module):
     features = x.shape[-1]
     rate = self.param('input_decay_kernel', nn.initializers.zeros, (features,))
     bias = self.param('input_decay_bias', nn.initializers.zeros, (features,))
+    rate, bias = rate.astype(self.dtype), bias.astype(self.dtype)  # float32 params, `dtype` math
     gamma_x = jnp.exp(-nn.relu(rate * delta + bias))  # diagonal decay, as in the paper
     gamma_h = jnp.exp(-nn.relu(nn.Dense(self.hidden_size, dtype=self.dtype,
                                         name='hidden_decay')(delta)))

@@ -79,7 +79,7 @@ class RNNEncoder(nn.Module):
     num_layers: stacked layers; each reads the previous layer's outputs.
     bidirectional: add a backward direction per layer (outputs are concatenated).
     dropout_rate: dropout between stacked layers while training.
-    dtype: computation dtype.
+    dtype: computation dtype of the matmuls and the outputs (the recurrent state is float32).
   """
 
   cell: str = 'gru'
@@ -120,8 +120,10 @@ class RNNEncoder(nn.Module):
                      return_carry=True, reverse=reverse, keep_order=True,
                      name=f'layer{layer}_{"backward" if reverse else "forward"}')
         carry, out = rnn(x, seq_lengths=lengths)
-        outputs.append(out)
-        finals.append(_final_hidden(carry, self.cell))
+        # flax starts the carry in the cells' param_dtype (float32), so the recurrent state is
+        # updated in float32; the cells' matmuls run in `dtype`, and so does what follows.
+        outputs.append(out.astype(self.dtype))
+        finals.append(_final_hidden(carry, self.cell).astype(self.dtype))
       x = jnp.concatenate(outputs, -1) * mask[..., None].astype(self.dtype)
       self.sow('intermediates', 'hidden_states', x)
     return x, jnp.concatenate(finals, -1)
