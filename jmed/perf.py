@@ -169,8 +169,8 @@ def mfu(flops_per_step, step_seconds, num_devices, peak_per_device) -> Optional[
   """Model-FLOPs utilisation in [0, 1]: (flops_per_step / step_seconds) / (devices x peak).
 
   Args:
-    flops_per_step: FLOPs of one global step, all devices together (per-device cost analysis
-      times the device count).
+    flops_per_step: FLOPs of one global step, all devices together (`step_flops` of the
+      lowered step).
     step_seconds: seconds per step.
     num_devices: devices the step runs on.
     peak_per_device: peak FLOP/s of one device; None (unknown device) gives None.
