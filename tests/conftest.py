@@ -42,6 +42,20 @@ def subset(dataset, train: int, test: int):
   return dataclasses.replace(dataset, splits=splits)
 
 
+def packed_series(rng, batch=3, steps=6, features=4):
+  """Packed GRU-D input [batch, steps, 1 + 3 * features] (see jmed.data.timeseries.pack):
+  valid flag, values (0 where unobserved), observed mask, time since the last observation;
+  series of lengths 6, 4 and 2, then padding."""
+  x = np.zeros((batch, steps, 1 + 3 * features), np.float32)
+  for b, length in enumerate([6, 4, 2][:batch]):
+    x[b, :length, 0] = 1
+    observed = rng.random((length, features)) < 0.6
+    x[b, :length, 1:1 + features] = rng.normal(size=(length, features)) * observed
+    x[b, :length, 1 + features:1 + 2 * features] = observed
+    x[b, :length, 1 + 2 * features:] = rng.random((length, features))
+  return x
+
+
 def run_on_forced_devices(tmp_path, devices: int, script: str, inputs_path):
   """Runs `script` in a fresh Python with `devices` forced CPU devices.
 

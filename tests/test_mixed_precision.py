@@ -34,7 +34,7 @@ from jmed.optim import make_optimizer
 from jmed.train import steps
 from jmed.train.state import create_train_state
 
-from conftest import real_data_dir
+from conftest import packed_series, real_data_dir
 
 BF16, F32 = jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float32)
 MATMULS = ('dot_general', 'conv_general_dilated')
@@ -45,19 +45,6 @@ MATMULS = ('dot_general', 'conv_general_dilated')
 IDS = np.array([[5, 6, 7, 0, 0, 0],
                 [3, 4, 5, 6, 2, 9],
                 [8, 0, 0, 0, 0, 0]], np.int32)
-
-
-def _series(batch=3, steps_=6, features=4):
-  """Packed GRU-D input [batch, steps, 1 + 3 * features] (see jmed.data.timeseries.pack)."""
-  rng = np.random.default_rng(0)
-  x = np.zeros((batch, steps_, 1 + 3 * features), np.float32)
-  for b, length in enumerate([6, 4, 2][:batch]):
-    x[b, :length, 0] = 1
-    observed = rng.random((length, features)) < 0.6
-    x[b, :length, 1:1 + features] = rng.normal(size=(length, features)) * observed
-    x[b, :length, 1 + features:1 + 2 * features] = observed
-    x[b, :length, 1 + 2 * features:] = rng.random((length, features))
-  return x
 
 
 def _images(shape):
@@ -78,7 +65,7 @@ TINY = {
     'transformer': ({**_TEXT, 'num_heads': 2, 'mlp_dim': 16, 'max_length': 16,
                      'pooling': 'attention'}, IDS),
     'text_cnn': ({**_TEXT, 'features': 4}, IDS),
-    'grud': ({'hidden_size': 5}, _series()),
+    'grud': ({'hidden_size': 5}, packed_series(np.random.default_rng(0))),
     'unet': ({'features': (4, 8)}, _images((3, 8, 8, 1))),
 }
 

@@ -9,6 +9,8 @@ from jmed import models
 from jmed.models.recurrent import RNNEncoder
 from jmed.models.transformer import sinusoidal_positions
 
+from conftest import packed_series
+
 VOCAB = 20
 IDS = np.array([[5, 6, 7, 0, 0, 0],
                 [3, 4, 5, 6, 2, 9],
@@ -127,20 +129,8 @@ def test_text_cnn_exposes_feature_maps_and_pooled_features():
   assert all(np.all(m[0, 3:] == 0) for m in inter['feature_maps'])
 
 
-def _packed_series(rng, batch=3, steps=6, features=4):
-  x = np.zeros((batch, steps, 1 + 3 * features), np.float32)
-  lengths = [6, 4, 2][:batch]
-  for b, length in enumerate(lengths):
-    x[b, :length, 0] = 1
-    observed = rng.random((length, features)) < 0.6
-    x[b, :length, 1:1 + features] = rng.normal(size=(length, features)) * observed
-    x[b, :length, 1 + features:1 + 2 * features] = observed
-    x[b, :length, 1 + 2 * features:] = rng.random((length, features))
-  return x
-
-
 def test_grud_ignores_padding_and_sows_hidden_states():
-  x = _packed_series(np.random.default_rng(0))
+  x = packed_series(np.random.default_rng(0))
   model = models.GRUDClassifier(3, hidden_size=5)
   params = model.init(jax.random.key(0), x)['params']
   logits, inter = models.inspect(model, {'params': params}, x)
@@ -153,7 +143,7 @@ def test_grud_ignores_padding_and_sows_hidden_states():
 
 def test_grud_uses_the_missing_values_decay():
   """A missing value is imputed from its last observation, decayed by the elapsed time."""
-  x = _packed_series(np.random.default_rng(1), batch=1)
+  x = packed_series(np.random.default_rng(1), batch=1)
   model = models.GRUDClassifier(2, hidden_size=4)
   params = model.init(jax.random.key(0), x)['params']
   params = jax.tree.map(lambda p: p, params)
@@ -172,7 +162,7 @@ def test_grud_uses_the_missing_values_decay():
     ('transformer', IDS), ('gru', IDS), ('text_cnn', IDS), ('grud', 'series')])
 def test_registered_models_build_by_name_in_bfloat16(name, inputs):
   if isinstance(inputs, str):
-    inputs = _packed_series(np.random.default_rng(0))
+    inputs = packed_series(np.random.default_rng(0))
   kwargs = {} if name == 'grud' else {'vocab_size': VOCAB}
   model = models.get_model(name, num_classes=4, dropout_rate=0.1, dtype=jnp.bfloat16, **kwargs)
   logits, _ = model.init_with_output(jax.random.key(0), inputs)
