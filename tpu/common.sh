@@ -103,6 +103,13 @@ require_int() {
   done
 }
 
+# require_shared_output_dir HOSTS: exits 2 unless OUTPUT_DIR is absolute: orbax writes each
+# checkpoint from every host, so it must be the same path on storage all HOSTS share.
+require_shared_output_dir() {
+  [[ $OUTPUT_DIR == /* ]] ||
+    die "--output-dir must be an absolute path on storage all $1 share, got '$OUTPUT_DIR'"
+}
+
 join() {
   local sep=$1 first=$2
   shift 2

@@ -73,8 +73,7 @@ train_command() {
 main() {
   parse_flags "$@"
   require TPU_NAME:--tpu-name ZONE:--zone OUTPUT_DIR:--output-dir
-  [[ $OUTPUT_DIR == /* ]] ||
-    die "--output-dir must be an absolute path on storage all workers share, got '$OUTPUT_DIR'"
+  require_shared_output_dir workers
   check_train_args
   set_default REMOTE_DIR jmed
   set_default REMOTE_LOG_DIR jmed-logs

@@ -118,8 +118,7 @@ main() {
   parse_flags "$@"
   require TPU_NAME:--tpu-name ZONE:--zone ACCELERATOR_TYPE:--accelerator-type \
     RUNTIME_VERSION:--version OUTPUT_DIR:--output-dir
-  [[ $OUTPUT_DIR == /* ]] ||
-    die "--output-dir must be an absolute path on storage all workers share, got '$OUTPUT_DIR'"
+  require_shared_output_dir workers
   set_default MAX_ATTEMPTS 10
   set_default RETRY_WAIT 60
   set_default POLL_SECONDS 30
