@@ -11,8 +11,8 @@ Paths name fields of `TrainConfig`, of its nested configs ('optimizer.*', 'text.
 'molecule.*', 'privacy.*') or keys of its `model_kwargs` dict.
 
 Each trial is a normal `fit` run in `<search_dir>/trial_<NNN>` (numbered from 000) scored by its
-validation `select_metric` at the best epoch (`summary['best']['value']`), minimised for the
-metrics in `jmed.train.loop.MINIMIZED` and maximised otherwise. A trial whose `fit` raises a
+validation `select_metric` at the best epoch (`summary['best']['value']`), minimised where the
+dataset's task says lower is better (loss, RMSE, MAE, ECE) and maximised otherwise. A trial whose `fit` raises a
 ValueError or `NonFiniteLossError` is recorded as failed with its message and the search goes on.
 
 `search_dir` holds `search.json` (method, space, seed, base config), `results.csv` and
@@ -42,9 +42,10 @@ from typing import Optional
 import numpy as np
 from tqdm.auto import tqdm
 
-from jmed import data as jdata
+from jmed import tasks
 from jmed.configs import TrainConfig
-from jmed.train.loop import MINIMIZED, NonFiniteLossError, fit, write_json
+from jmed.errors import NonFiniteLossError
+from jmed.train.loop import fit, load_dataset, write_json
 
 METHODS = ('grid', 'random', 'bayes')
 KINDS = ('choice', 'uniform', 'loguniform', 'int')
@@ -281,15 +282,14 @@ def search(base: TrainConfig, space: dict, *, method: str = 'random',
   if per_trial_data and dataset is not None:
     raise ValueError(f'The space searches data fields ({", ".join(DATA_FIELDS)}), so each trial '
                      'loads its own dataset: pass dataset=None.')
-  if not per_trial_data:
-    if dataset is None:
-      dataset = jdata.load_dataset(base.dataset, data_dir=base.data_dir, tfds_dir=base.tfds_dir,
-                                   text=base.text, molecule=base.molecule)
-    if 'validation' not in dataset.splits:
-      raise ValueError(f'A search scores trials on the validation split, which dataset '
-                       f'{dataset.name!r} lacks (splits: {", ".join(dataset.splits)}).')
-  # 'auto' is the C-index or AUROC, both maximised.
-  direction = 'minimize' if base.select_metric in MINIMIZED else 'maximize'
+  # The base config's dataset tells the task, hence the objective and its direction (with data
+  # fields searched, each trial then loads its own).
+  base_dataset = load_dataset(base) if dataset is None else dataset
+  if 'validation' not in base_dataset.splits:
+    raise ValueError(f'A search scores trials on the validation split, which dataset '
+                     f'{base_dataset.name!r} lacks (splits: {", ".join(base_dataset.splits)}).')
+  dataset = None if per_trial_data else base_dataset
+  direction = objective_direction(base, base_dataset.task)
   header = {'method': method, 'space': space, 'seed': seed,
             'base_config': dataclasses.asdict(base)}
   if method == 'bayes':
@@ -331,6 +331,14 @@ def search(base: TrainConfig, space: dict, *, method: str = 'random',
     _write_results(search_dir, base, records, direction)
   return {'metric': _metric_name(records), 'direction': direction, 'trials': records,
           'best': _best(records, direction)}
+
+
+def objective_direction(base: TrainConfig, task) -> str:
+  """'minimize' or 'maximize': how the task of the searched data orders the validation metric
+  `base.select_metric` ('auto' resolved by the task: RMSE for regression, minimised)."""
+  task = tasks.get(task)
+  return 'minimize' if task.lower_is_better(task.select_metric(base.select_metric)) else (
+      'maximize')
 
 
 def _check_or_write_header(path: str, header: dict) -> None:

@@ -1,16 +1,13 @@
-"""Semantic segmentation: Dice losses and metrics, and pure train/eval steps.
+"""Semantic segmentation math: soft Dice and Dice + cross-entropy losses, hard Dice counts.
 
-A batch is a dict: 'image' [batch, height, width, channels] float, 'mask' [batch, height, width]
-int32 class ids (0 is background), and for evaluation optionally 'valid' [batch] (1 for a real
-example, 0 for padding). The steps mirror `jmed.train.steps` and run unchanged under `jax.jit`
-and `jmed.train.parallel.data_parallel`.
+Logits are [batch, ...spatial, classes] (2D images or 3D volumes), masks [batch, ...spatial]
+integer class ids with 0 the background. Every function is jit-able; the task that trains with
+them is `jmed.tasks.Segmentation`, and whole-split metrics are `jmed.metrics.segmentation_metrics`.
 """
 
 import jax
 import jax.numpy as jnp
 import optax
-
-from jmed.train.steps import apply_model
 
 COUNTS = ('tp', 'fp', 'fn')
 
@@ -128,62 +125,3 @@ def mean_dice(scores):
   total = jnp.sum(jnp.where(present, scores, 0.0))
   n = jnp.sum(present)
   return jnp.where(n > 0, total / jnp.maximum(n, 1), jnp.nan)
-
-
-def make_train_step(loss_fn=dice_ce_loss):
-  """A `train_step(state, batch)` minimizing the batch mean of `loss_fn(logits, masks)` [batch]."""
-
-  def train_step(state, batch):
-    """One optimizer step on a global batch; returns (new_state, metrics).
-
-    Metrics are sums that add up across steps and devices: 'loss_sum', 'count' (examples) and
-    the Dice counts 'tp', 'fp', 'fn' [classes] of the argmax predictions.
-    """
-    rng = jax.random.fold_in(state.rng, state.step)
-
-    def objective(params):
-      logits, new_stats = apply_model(state, params, batch['image'], train=True, rng=rng)
-      losses = loss_fn(logits, batch['mask'])
-      return losses.mean(), (losses, logits, new_stats)
-
-    grad_fn = jax.value_and_grad(objective, has_aux=True)
-    (_, (losses, logits, new_stats)), grads = grad_fn(state.params)
-    state = state.apply_gradients(grads=grads, batch_stats=new_stats)
-    metrics = {
-        'loss_sum': losses.sum(),
-        'count': jnp.asarray(losses.shape[0], jnp.int32),
-        **dice_counts(jnp.argmax(logits, -1), batch['mask'], logits.shape[-1]),
-    }
-    return state, metrics
-
-  return train_step
-
-
-train_step = make_train_step()
-
-
-def make_eval_step(loss_fn=dice_ce_loss):
-  """An `eval_step(state, batch)` reporting `loss_fn(logits, masks)` [batch]."""
-
-  def eval_step(state, batch):
-    """Evaluation sums: 'loss_sum', 'count' (real examples) and Dice counts 'tp', 'fp', 'fn'.
-
-    Padding examples ('valid' == 0) count nowhere. Returns a dict, like
-    `jmed.train.steps.eval_step`; for `data_parallel` wrap it as
-    `lambda s, b: (s, eval_step(s, b))`.
-    """
-    logits, _ = apply_model(state, state.params, batch['image'], train=False)
-    masks = batch['mask']
-    valid = jnp.asarray(batch.get('valid', jnp.ones(masks.shape[:1])), jnp.float32)
-    losses = loss_fn(logits, masks)
-    pixel_mask = jnp.broadcast_to(valid[:, None, None], masks.shape)
-    return {
-        'loss_sum': (losses * valid).sum(),
-        'count': valid.sum(),
-        **dice_counts(jnp.argmax(logits, -1), masks, logits.shape[-1], pixel_mask=pixel_mask),
-    }
-
-  return eval_step
-
-
-eval_step = make_eval_step()

@@ -23,7 +23,7 @@ events at the same time are not comparable); it is concordant when
 
 Discrete-time survival (logistic hazard: Gensheimer & Narasimhan, PeerJ 7:e6257,
 2019; pycox's `LogisticHazard`): time is cut into `num_intervals` intervals
-(`make_cuts`, `interval_index`); a network (`DiscreteTimeHead`) outputs one
+(`make_cuts`, `interval_index`); a network (e.g. `jmed.models.DiscreteTimeHead`) outputs one
 hazard logit per interval, trained with `discrete_time_nll`; `survival_curve`
 and `discrete_risk` turn logits into S(t_k) and a risk score for
 `concordance_index`.
@@ -31,7 +31,6 @@ and `discrete_risk` turn logits into S(t_k) and a risk score for
 
 from typing import Any, Dict
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -308,24 +307,6 @@ def interval_index(time, cuts) -> jax.Array:
   cuts = jnp.asarray(cuts)
   index = jnp.searchsorted(cuts, jnp.asarray(time, cuts.dtype), side='left') - 1
   return jnp.clip(index, 0, cuts.shape[0] - 2).astype(jnp.int32)
-
-
-class DiscreteTimeHead(nn.Module):
-  """Dense layer to per-interval hazard logits.
-
-  Attributes:
-    num_intervals: number of time intervals (outputs).
-    dtype: computation dtype, e.g. `jnp.bfloat16`; logits are float32.
-  """
-
-  num_intervals: int
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x):
-    """Maps features [batch, d] to hazard logits [batch, num_intervals]."""
-    x = nn.Dense(self.num_intervals, dtype=self.dtype)(x.astype(self.dtype))
-    return x.astype(jnp.float32)
 
 
 def discrete_time_nll(logits, interval, event, mask=None) -> jax.Array:

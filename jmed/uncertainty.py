@@ -1,22 +1,28 @@
 """Predictive uncertainty: MC dropout samples, ensemble summaries (BALD) and the NLL.
 
 Every function here takes stacks of predictions, one per stochastic forward pass or ensemble
-member, on a leading axis: `[members, batch, classes]` (or `[samples, batch, classes]`).
-Entropies are in nats, with 0 log 0 = 0.
+member, on a leading axis: `[members, batch, classes]` (or `[samples, batch, classes]`), and a
+task (`jmed.tasks`) whose predictions are class probabilities (`task.probabilistic`): softmax
+classes ('binary', 'multiclass') or independent labels ('multilabel'). Entropies are in nats,
+with 0 log 0 = 0; for independent labels an entropy is the sum of the labels' Bernoulli
+entropies.
 """
-
-from typing import Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jmed import metrics as jmetrics
-from jmed.train import steps
+from jmed import tasks as jtasks
 
-TASKS = ('binary', 'multiclass', 'multilabel')
-_EPS = 1e-12  # probabilities are clipped to [eps, 1] before a log
+
+def _probabilistic(task) -> jtasks.Task:
+  """The `Task` of `task`, which must predict class probabilities."""
+  task = jtasks.get(task)
+  if not task.probabilistic:
+    raise ValueError(f'task {task.name!r} does not predict class probabilities; uncertainty '
+                     'applies to binary, multiclass and multilabel tasks.')
+  return task
 
 
 def _force_dropout(next_fun, args, kwargs, context):
@@ -61,13 +67,13 @@ def mc_dropout_probs(apply_fn, variables, inputs, key, num_samples: int,
     inputs: [batch, ...] model inputs.
     key: a PRNG key; sample s uses `jax.random.split(key, num_samples)[s]`.
     num_samples: number of forward passes, >= 1.
-    task: 'binary' | 'multiclass' (softmax) or 'multilabel' (sigmoid).
+    task: a probabilistic `jmed.tasks.Task` or its name: 'binary' | 'multiclass' (softmax) or
+      'multilabel' (sigmoid).
 
   Returns:
     [samples, batch, classes] probabilities.
   """
-  if task not in TASKS:
-    raise ValueError(f'task must be one of {TASKS}, got {task!r}.')
+  task = _probabilistic(task)
   if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) or (
       num_samples < 1):
     raise ValueError(f'num_samples must be a positive int, got {num_samples!r}.')
@@ -75,7 +81,7 @@ def mc_dropout_probs(apply_fn, variables, inputs, key, num_samples: int,
   def one_pass(sample_key):
     with nn.intercept_methods(_force_dropout):
       logits = apply_fn(variables, inputs, train=False, rngs={'dropout': sample_key})
-    return steps.probabilities(logits, task)
+    return task.predict(logits)
 
   return jax.vmap(one_pass)(jax.random.split(key, num_samples))
 
@@ -97,8 +103,7 @@ def mc_dropout_predict(apply_fn, variables, inputs, key, num_samples: int,
   if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or (
       batch_size < 1):
     raise ValueError(f'batch_size must be a positive int, got {batch_size!r}.')
-  if task not in TASKS:  # checked here too: the jit below would hide the message in a trace
-    raise ValueError(f'task must be one of {TASKS}, got {task!r}.')
+  task = _probabilistic(task)  # checked here: the jit below would hide the message in a trace
   sample = jax.jit(lambda v, x, k: mc_dropout_probs(apply_fn, v, x, k, num_samples, task))
   probs = []
   for b, start in enumerate(range(0, len(inputs), batch_size)):
@@ -109,68 +114,78 @@ def mc_dropout_predict(apply_fn, variables, inputs, key, num_samples: int,
   return np.concatenate(probs, axis=1)
 
 
-def entropy(probs, axis: int = -1):
-  """Shannon entropy (nats) of categorical distributions along `axis`: [..., classes] -> [...]."""
-  probs = jnp.asarray(probs)
-  return -jnp.sum(jax.scipy.special.xlogy(probs, probs), axis=axis)
-
-
-def ensemble_summary(member_probs) -> dict:
+def ensemble_summary(member_probs, task='multiclass') -> dict:
   """The ensemble's predictive distribution and its uncertainty decomposition.
 
-  With p_m the members' (or MC samples') categorical distributions and p their mean:
-  predictive entropy H[p] (total uncertainty) = expected entropy E_m H[p_m] (aleatoric) +
-  mutual information I (epistemic; BALD, Houlsby et al. 2011), I >= 0.
+  With p_m the members' (or MC samples') predictive distributions and p their mean: predictive
+  entropy H[p] (total uncertainty) = expected entropy E_m H[p_m] (aleatoric) + mutual
+  information I (epistemic; BALD, Houlsby et al. 2011), I >= 0.
 
   Args:
-    member_probs: [members, batch, classes], rows summing to 1 (softmax outputs).
+    member_probs: [members, batch, classes]: softmax rows, or independent label probabilities
+      for 'multilabel'.
+    task: a probabilistic `jmed.tasks.Task` or its name (its `entropy`).
 
   Returns:
     {'mean': [batch, classes], 'predictive_entropy': [batch], 'expected_entropy': [batch],
      'mutual_information': [batch]}.
   """
+  task = _probabilistic(task)
   member_probs = jnp.asarray(member_probs)
   if member_probs.ndim != 3:
     raise ValueError('member_probs must be [members, batch, classes], got shape '
                      f'{member_probs.shape}.')
   mean = member_probs.mean(0)
-  predictive = entropy(mean)
-  expected = entropy(member_probs).mean(0)
+  predictive = task.entropy(mean)
+  expected = task.entropy(member_probs).mean(0)
   return {'mean': mean, 'predictive_entropy': predictive, 'expected_entropy': expected,
           'mutual_information': jnp.maximum(predictive - expected, 0.0)}
 
 
-def negative_log_likelihood(probs, labels, task: Optional[str] = None) -> float:
-  """Mean negative log-likelihood of the labels (nats; probabilities clipped at 1e-12).
-
-  Args:
-    probs: [n, classes] softmax probabilities, or independent sigmoids for 'multilabel'.
-    labels: [n] class ids, or [n, labels] 1 / 0 / -1 (missing, ignored) for 'multilabel'.
-    task: as in `jmed.metrics.classification_metrics` (None: inferred).
-
-  Returns:
-    Binary / multiclass: mean of -log probs[i, labels[i]]. Multilabel: mean binary
-    cross-entropy over the observed (example, label) entries.
-  """
-  probs, labels = np.asarray(probs, np.float64), np.asarray(labels)
-  task = jmetrics.infer_task(probs, labels) if task is None else task
-  jmetrics.calibration_inputs(probs, labels, task)  # validates shapes, ranges and the task
-  probs = np.clip(probs, _EPS, 1.0)
-  if task == 'multilabel':
-    observed = labels != jmetrics.MISSING
-    p, y = probs[observed], labels[observed] == 1
-    return float(-np.mean(np.where(y, np.log(p), np.log(np.clip(1 - p, _EPS, 1.0)))))
-  return float(-np.mean(np.log(probs[np.arange(len(labels)), labels.astype(np.int64)])))
-
-
-def prediction_metrics(probs, labels, task: Optional[str] = None) -> dict:
-  """`jmed.metrics.classification_metrics` (accuracy, AUROC, ..., ECE) plus 'nll'.
+def prediction_metrics(probs, labels, task='multiclass') -> dict:
+  """The task's metrics (accuracy, AUROC, ..., ECE) plus 'nll', its negative log-likelihood.
 
   Args:
     probs: [n, classes] probabilities (e.g. an ensemble's mean).
-    labels: [n] or [n, labels] as in `classification_metrics`.
-    task: 'binary' | 'multiclass' | 'multilabel' | None (inferred).
+    labels: [n] class ids or [n, labels] of 1 / 0 / -1 (missing), as the task's.
+    task: a probabilistic `jmed.tasks.Task` or its name.
   """
-  result = jmetrics.classification_metrics(probs, labels, task=task)
-  result['nll'] = negative_log_likelihood(probs, labels, task)
+  task = _probabilistic(task)
+  return {**task.evaluate(probs, labels), 'nll': task.nll(probs, labels)}
+
+
+def ensemble_metrics(task, member_predictions, labels, member_losses) -> dict:
+  """An ensemble's metrics on a split: those of its combined prediction, then its members'.
+
+  Args:
+    task: a `jmed.tasks.Task` or its name.
+    member_predictions: [members, n, ...] `task.predict` outputs.
+    labels: [n, ...].
+    member_losses: [members] each member's mean loss on the split.
+
+  Returns:
+    `task.evaluate` of `task.combine(member_predictions)` with 'loss' (the mean member loss,
+    unless the task computes its own), 'members' (each member's metrics and loss) and
+    'mean_member' (their means); for probabilistic tasks also 'nll' (ensemble and members),
+    'mean_predictive_entropy' and 'mean_mutual_information'.
+  """
+  task = jtasks.get(task)
+  member_predictions = np.asarray(member_predictions)
+  members = [task.evaluate(p, labels) for p in member_predictions]
+  for metrics, loss in zip(members, np.ravel(member_losses)):
+    metrics.setdefault('loss', float(loss))
+  result = task.evaluate(task.combine(member_predictions), labels)
+  result.setdefault('loss', float(np.mean(member_losses)))
+  if task.probabilistic:
+    for metrics, probs in zip(members, member_predictions):
+      metrics['nll'] = task.nll(probs, labels)
+    result['nll'] = task.nll(task.combine(member_predictions), labels)
+    summary = ensemble_summary(member_predictions, task)
+    result['mean_predictive_entropy'] = float(summary['predictive_entropy'].mean())
+    result['mean_mutual_information'] = float(summary['mutual_information'].mean())
+  result['members'] = members
+  result['mean_member'] = {k: float(np.mean([m[k] for m in members])) for k, v in
+                           members[0].items()
+                           if isinstance(v, (int, float)) and all(m[k] is not None
+                                                                  for m in members)}
   return result

@@ -11,7 +11,7 @@ import pytest
 from conftest import run_without_tensorflow
 from jmed import text
 from jmed.data import medical_abstracts
-from jmed.data.errors import DataError, MissingDataError
+from jmed.errors import DataError, MissingDataError
 
 DATA_DIR = Path(os.environ.get('JMED_DATA_DIR') or
                 Path(__file__).resolve().parents[1].parent / 'shared' / 'data')

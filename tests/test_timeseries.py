@@ -11,7 +11,7 @@ import pytest
 
 from jmed.data import mnist
 from jmed.data import timeseries as ts
-from jmed.data.errors import DataError, MissingDataError
+from jmed.errors import DataError, MissingDataError
 
 MNIST_DIR = Path(os.environ.get('JMED_DATA_DIR') or Path(__file__).resolve(
 ).parents[1].parent / 'shared' / 'data') / 'mnist'

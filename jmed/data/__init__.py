@@ -1,25 +1,33 @@
-"""jmed.data: datasets (MNIST, MedMNIST, MoleculeNet, ...), a NumPy input pipeline, augmentation."""
+"""jmed.data: datasets (MNIST, MedMNIST, MoleculeNet, ...), a NumPy input pipeline, augmentation.
 
-from jmed.data import augment
-from jmed.data.datasets import Dataset
-from jmed.data.datasets import load_dataset
-from jmed.data.datasets import NAMES as DATASET_NAMES
-from jmed.data.errors import DataError
-from jmed.data.errors import MissingDataError
-from jmed.data.pipeline import epoch_permutation
-from jmed.data.pipeline import eval_batches
-from jmed.data.pipeline import prefetch
-from jmed.data.pipeline import train_batches
+Submodules load when first used, so `import jmed.data.pipeline` (or `jmed.data.augment`) does
+not import the loaders' libraries (tensorflow-datasets, RDKit, h5py, tokenizers).
+"""
 
-__all__ = [
-    'DATASET_NAMES',
-    'DataError',
-    'Dataset',
-    'MissingDataError',
-    'augment',
-    'epoch_permutation',
-    'eval_batches',
-    'load_dataset',
-    'prefetch',
-    'train_batches',
-]
+import importlib
+
+from jmed.errors import DataError
+from jmed.errors import MissingDataError
+
+# Public name -> (module, attribute or None for the module itself).
+_LAZY = {
+    'Dataset': ('jmed.data.datasets', 'Dataset'),
+    'load_dataset': ('jmed.data.datasets', 'load_dataset'),
+    'DATASET_NAMES': ('jmed.data.datasets', 'NAMES'),
+    'epoch_permutation': ('jmed.data.pipeline', 'epoch_permutation'),
+    'eval_batches': ('jmed.data.pipeline', 'eval_batches'),
+    'prefetch': ('jmed.data.pipeline', 'prefetch'),
+    'train_batches': ('jmed.data.pipeline', 'train_batches'),
+    'augment': ('jmed.data.augment', None),
+}
+
+
+def __getattr__(name):
+  if name not in _LAZY:
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+  module, attribute = _LAZY[name]
+  value = importlib.import_module(module)
+  return value if attribute is None else getattr(value, attribute)
+
+
+__all__ = ['DataError', 'MissingDataError', *_LAZY]

@@ -57,7 +57,7 @@ from sklearn import model_selection
 import tensorflow_datasets as tfds
 
 from jmed.data import medmnist
-from jmed.data.errors import DataError, MissingDataError
+from jmed.errors import DataError, MissingDataError
 
 CLASS_NAMES = ('neoplasms', 'digestive system diseases',
                'nervous system diseases', 'cardiovascular diseases',

@@ -24,12 +24,12 @@ from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
 
-from jmed.data.errors import DataError, MissingDataError
+from jmed import tasks
+from jmed.errors import DataError, MissingDataError
 
 IMAGE_SIZE = 28
 URL = 'https://zenodo.org/records/10519652/files/{name}.npz?download=1'
 SPLITS = {'train': 'train', 'validation': 'val', 'test': 'test'}  # ours: npz's
-TASKS = ('binary', 'multiclass', 'multilabel')
 
 Split = Tuple[np.ndarray, np.ndarray]
 _LOG = logging.getLogger(__name__)
@@ -66,6 +66,11 @@ class MedMnistConfig(tfds.core.BuilderConfig):
   def image_shape(self) -> Tuple[int, int, int]:
     """`[height, width, channels]` of one image."""
     return (IMAGE_SIZE, IMAGE_SIZE, self.channels)
+
+  @property
+  def label_shape(self) -> Tuple[int, ...]:
+    """The shape of one label: `()` for a class id, `(num_classes,)` for 'multilabel'."""
+    return tasks.get(self.task).label_shape(self.num_classes, self.image_shape)
 
 
 _ORGANS = ('bladder', 'femur-left', 'femur-right', 'heart', 'kidney-left',
@@ -212,17 +217,17 @@ def _check_split(path, config, images, labels, split) -> Split:
   if images.shape[1:] != config.image_shape or images.dtype != np.uint8:
     raise DataError(f'{path}: {split}_images are {images.dtype} '
                     f'{images.shape}, expected uint8 [n, *{config.image_shape}].')
-  width = config.num_classes if config.task == 'multilabel' else 1
+  width = config.label_shape[0] if config.label_shape else 1  # the npz keeps [n, 1] ids
   if labels.shape != (len(images), width):
     raise DataError(f'{path}: {split}_labels have shape {labels.shape}, '
                     f'expected {(len(images), width)}.')
   if len(images) == 0:
     raise DataError(f'{path}: split {split} is empty.')
-  high = 2 if config.task == 'multilabel' else config.num_classes
+  high = 2 if config.label_shape else config.num_classes  # multi-label: 0 / 1 per label
   if labels.min() < 0 or labels.max() >= high:
     raise DataError(f'{path}: {split}_labels outside [0, {high}).')
   labels = labels.astype(np.uint8)
-  return images, labels[:, 0] if width == 1 else labels
+  return images, labels.reshape((len(labels), *config.label_shape))
 
 
 def file_digest(path: os.PathLike, algorithm: str = 'md5') -> str:
@@ -253,8 +258,8 @@ class MedMnist(tfds.core.GeneratorBasedBuilder):
 
   def _info(self) -> tfds.core.DatasetInfo:
     config = self.builder_config
-    if config.task == 'multilabel':
-      label = tfds.features.Tensor(shape=(config.num_classes,), dtype=np.uint8)
+    if config.label_shape:  # one 0 / 1 entry per label
+      label = tfds.features.Tensor(shape=config.label_shape, dtype=np.uint8)
     else:
       label = tfds.features.ClassLabel(names=config.label_names)
     return tfds.core.DatasetInfo(
@@ -292,9 +297,9 @@ class MedMnist(tfds.core.GeneratorBasedBuilder):
 
   def _generate_examples(self, images, labels):
     """Yields `(index, {'image': [28, 28, c] uint8, 'label': ...})`."""
-    multilabel = self.builder_config.task == 'multilabel'
+    class_ids = not self.builder_config.label_shape
     for index, (image, label) in enumerate(zip(images, labels)):
-      yield index, {'image': image, 'label': label if multilabel else int(label)}
+      yield index, {'image': image, 'label': int(label) if class_ids else label}
 
 
 def _manual_npz(dl_manager, name: str) -> Optional[str]:

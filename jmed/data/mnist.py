@@ -21,7 +21,7 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
-from jmed.data.errors import DataError, MissingDataError
+from jmed.errors import DataError, MissingDataError
 
 NUM_CLASSES = 10
 IMAGE_SHAPE = (28, 28, 1)

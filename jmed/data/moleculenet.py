@@ -39,13 +39,13 @@ import csv
 import dataclasses
 import gzip
 import logging
-import math
 import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from jmed.data.errors import DataError, MissingDataError
+from jmed import tasks
+from jmed.errors import DataError, MissingDataError
 
 TOX21_TASKS = ('NR-AR', 'NR-AR-LBD', 'NR-AhR', 'NR-Aromatase', 'NR-ER',
                'NR-ER-LBD', 'NR-PPAR-gamma', 'SR-ARE', 'SR-ATAD5', 'SR-HSE',
@@ -59,7 +59,6 @@ MISSING = -1
 RADIUS = 2
 
 Split = Tuple[np.ndarray, np.ndarray]
-_BINARY = {'0': 0, '1': 1, '0.0': 0, '1.0': 1}
 _LOG = logging.getLogger(__name__)
 
 
@@ -71,7 +70,9 @@ class Spec:
     name: the dataset's name in jmed, e.g. 'esol'.
     filenames: file names tried in this order in the MoleculeNet folder.
     targets: label columns, in label order.
-    task: 'regression', 'binary' or 'multilabel' (missing labels allowed).
+    task: 'regression', 'binary' or 'multilabel' (missing labels allowed): a name in
+      `jmed.tasks.TASKS`, which parses each label cell.
+    num_classes: model outputs: 2 for a binary softmax, else one per target column.
     split: the split MoleculeNet recommends: 'random' or 'scaffold'.
     url: where DeepChem downloads the file.
   """
@@ -80,23 +81,19 @@ class Spec:
   filenames: Tuple[str, ...]
   targets: Tuple[str, ...]
   task: str
+  num_classes: int
   split: str
   url: str
-
-  @property
-  def num_classes(self) -> int:
-    """Model outputs: 2 for 'binary', else one per target column."""
-    return 2 if self.task == 'binary' else len(self.targets)
 
 
 SPECS = {
     'esol': Spec('esol', ('delaney-processed.csv',),
-                 ('measured log solubility in mols per litre',), 'regression',
+                 ('measured log solubility in mols per litre',), 'regression', 1,
                  'random', _URL + 'delaney-processed.csv'),
-    'bbbp': Spec('bbbp', ('BBBP.csv',), ('p_np',), 'binary', 'scaffold',
+    'bbbp': Spec('bbbp', ('BBBP.csv',), ('p_np',), 'binary', 2, 'scaffold',
                  _URL + 'BBBP.csv'),
     'tox21': Spec('tox21', ('tox21.csv', 'tox21.csv.gz'), TOX21_TASKS,
-                  'multilabel', 'random', _URL + 'tox21.csv.gz'),
+                  'multilabel', len(TOX21_TASKS), 'random', _URL + 'tox21.csv.gz'),
 }
 NAMES = tuple(SPECS)
 
@@ -313,7 +310,7 @@ def read(path: str, name: str, skip_invalid: bool = False) -> Table:
                  ', '.join(str(line) for line, _ in skipped))
   if not mols:
     raise DataError(f'{path}: no valid molecules.')
-  dtype = np.float32 if spec.task == 'regression' else np.int32
+  dtype = tasks.get(spec.task).label_dtype
   return Table(path=path, smiles=tuple(smiles), mols=tuple(mols),
                labels=np.array(labels, dtype), lines=np.array(lines),
                skipped=tuple(skipped))
@@ -328,31 +325,20 @@ def _check_header(path: str, fieldnames, spec: Spec) -> None:
 
 
 def _parse_labels(where: str, row: Dict[str, str], spec: Spec) -> List:
+  task = tasks.get(spec.task)
   values = []
   for column in spec.targets:
-    cell = (row[column] or '').strip()
-    if spec.task == 'regression':
-      try:
-        value = float(cell)
-      except ValueError:
-        value = math.nan
-      if not math.isfinite(value):
-        raise DataError(f'{where}: {column!r} is {cell!r}, not a finite '
-                        'number.')
-    elif cell in _BINARY:
-      value = _BINARY[cell]
-    elif cell == '' and spec.task == 'multilabel':
-      value = MISSING
-    else:
-      allowed = 'empty, 0 or 1' if spec.task == 'multilabel' else '0 or 1'
-      raise DataError(f'{where}: {column} label {cell!r} is not {allowed}.')
-    values.append(value)
+    try:
+      values.append(task.parse_label((row[column] or '').strip()))
+    except ValueError as error:
+      raise DataError(f'{where}: {column} {error}') from None
   return values
 
 
 def _task_labels(spec: Spec, labels: np.ndarray) -> np.ndarray:
-  """Table labels in the task's layout: binary as `[n]`, else `[n, targets]`."""
-  return labels[:, 0] if spec.task == 'binary' else labels
+  """Table labels [n, targets] in the task's layout (binary: class ids [n])."""
+  shape = tasks.get(spec.task).label_shape(spec.num_classes, ())
+  return labels.reshape((len(labels), *shape))
 
 
 def _log_truncated(name: str, smiles: Dict[str, Sequence[str]],

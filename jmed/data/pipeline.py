@@ -2,12 +2,12 @@
 
 Batches are dicts of host arrays:
 
-  train: {'image': [batch, height, width, channels] float32, 'label': [batch]}
-  eval:  the same plus 'mask': [batch] float32, 0 on padding.
+  train: {'inputs': [batch, ...], 'labels': [batch, ...]}
+  eval:  the same plus 'valid': [batch] float32, 1 on real examples, 0 on padding.
 
-Labels are int32 `[batch]` (or `[batch, num_labels]` for multi-label data,
-float32 `[batch, 2]` (time, event) for survival). Inputs need not be images:
-float inputs come out float32, integer inputs (token ids) int32.
+Inputs are images [batch, height, width, channels], token ids, feature vectors,
+...; labels are in the layout of the dataset's task (`jmed.tasks`). Floating
+arrays come out float32, integer ones (token ids, class ids) int32.
 """
 
 import queue
@@ -35,14 +35,14 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
   return np.random.default_rng((seed, epoch)).permutation(n)
 
 
-def train_batches(images: np.ndarray, labels: np.ndarray, batch_size: int, *,
+def train_batches(inputs: np.ndarray, labels: np.ndarray, batch_size: int, *,
                   seed: int, epoch: int, drop_remainder: bool = True,
                   rows: slice = slice(None)) -> Iterator[Batch]:
   """Batches of one shuffled training epoch.
 
   Args:
-    images: float `[n, height, width, channels]`.
-    labels: integer `[n]` or `[n, num_labels]`.
+    inputs: `[n, ...]`, floating or integer (token ids).
+    labels: `[n, ...]`.
     batch_size: examples per batch.
     seed: base seed of the shuffle.
     epoch: epoch index; order is `epoch_permutation(n, seed, epoch)`.
@@ -51,17 +51,17 @@ def train_batches(images: np.ndarray, labels: np.ndarray, batch_size: int, *,
       (`jmed.train.parallel.local_rows`); only those examples are read.
 
   Returns:
-    An iterator of `{'image': [b, h, w, c] float32, 'label': [b] int32}`,
+    An iterator of `{'inputs': [b, ...], 'labels': [b, ...]}`,
     b = batch_size (except possibly the last batch when `drop_remainder` is
     False), or the length of `rows` of it. Arguments are checked at call time.
   """
-  n = _check(images, labels, batch_size)
+  n = _check(inputs, labels, batch_size)
   if drop_remainder and n < batch_size:
     raise ValueError(f'batch_size {batch_size} > {n} examples: with '
                      'drop_remainder=True no batch would be produced.')
   order = epoch_permutation(n, seed, epoch)
   stop = n - n % batch_size if drop_remainder else n
-  return _gather_batches(images, labels, order[:stop], batch_size, rows)
+  return _gather_batches(inputs, labels, order[:stop], batch_size, rows)
 
 
 def _model_dtype(x: np.ndarray) -> np.ndarray:
@@ -70,49 +70,49 @@ def _model_dtype(x: np.ndarray) -> np.ndarray:
   return x.astype(kind, copy=False)
 
 
-def _gather_batches(images, labels, order, batch_size, rows) -> Iterator[Batch]:
-  """Yields `images[order]`, `labels[order]` in chunks of `batch_size` (`rows` of each)."""
+def _gather_batches(inputs, labels, order, batch_size, rows) -> Iterator[Batch]:
+  """Yields `inputs[order]`, `labels[order]` in chunks of `batch_size` (`rows` of each)."""
   for start in range(0, len(order), batch_size):
     index = order[start:start + batch_size][rows]
-    yield {'image': _model_dtype(images[index]),
-           'label': _model_dtype(labels[index])}
+    yield {'inputs': _model_dtype(inputs[index]),
+           'labels': _model_dtype(labels[index])}
 
 
-def eval_batches(images: np.ndarray, labels: np.ndarray, batch_size: int,
+def eval_batches(inputs: np.ndarray, labels: np.ndarray, batch_size: int,
                  rows: slice = slice(None)) -> Iterator[Batch]:
   """Batches holding every example once, in order, at a fixed batch size.
 
-  The last batch is zero-padded to `batch_size`; its 'mask' is 1 on real
+  The last batch is zero-padded to `batch_size`; its 'valid' is 1 on real
   examples and 0 on padding, so metrics weighted by the mask count each
   example exactly once while shapes stay static for jit.
 
   Args:
-    images: float `[n, height, width, channels]`.
-    labels: integer `[n]` or `[n, num_labels]`.
+    inputs: `[n, ...]`.
+    labels: `[n, ...]`.
     batch_size: examples per batch.
     rows: the rows of each padded batch to produce, e.g. a data-parallel
       process's share (`jmed.train.parallel.local_rows`).
 
   Returns:
-    An iterator of `{'image': [batch_size, h, w, c] float32,
-    'label': [batch_size] int32, 'mask': [batch_size] float32}` (the length
-    of `rows` instead of batch_size when given). Arguments are checked at
+    An iterator of `{'inputs': [batch_size, ...], 'labels': [batch_size, ...],
+    'valid': [batch_size] float32}` (the length of `rows` instead of
+    batch_size when given). Arguments are checked at
     call time.
   """
-  _check(images, labels, batch_size)
-  return _padded_batches(images, labels, batch_size, rows)
+  _check(inputs, labels, batch_size)
+  return _padded_batches(inputs, labels, batch_size, rows)
 
 
-def _padded_batches(images, labels, batch_size, rows) -> Iterator[Batch]:
+def _padded_batches(inputs, labels, batch_size, rows) -> Iterator[Batch]:
   """Yields `rows` of consecutive batches, the last batch zero-padded and masked."""
   positions = np.arange(batch_size)[rows]
-  for start in range(0, len(images), batch_size):
+  for start in range(0, len(inputs), batch_size):
     index = start + positions
-    index = index[index < len(images)]
-    batch = {'image': _model_dtype(images[index]),
-             'label': _model_dtype(labels[index])}
+    index = index[index < len(inputs)]
+    batch = {'inputs': _model_dtype(inputs[index]),
+             'labels': _model_dtype(labels[index])}
     batch = {key: _pad(value, len(positions)) for key, value in batch.items()}
-    batch['mask'] = (start + positions < len(images)).astype(np.float32)
+    batch['valid'] = (start + positions < len(inputs)).astype(np.float32)
     yield batch
 
 
@@ -124,24 +124,23 @@ def _pad(x: np.ndarray, size: int) -> np.ndarray:
   return np.pad(x, padding)
 
 
-def _check(images: np.ndarray, labels: np.ndarray, batch_size: int) -> int:
+def _check(inputs: np.ndarray, labels: np.ndarray, batch_size: int) -> int:
   """Validates batching arguments; returns the number of examples."""
   if not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
     raise ValueError(f'batch_size must be a positive int, got {batch_size!r}.')
-  if images.ndim < 2:
+  if inputs.ndim < 2:
     raise ValueError('inputs must be [n, ...] (images [n, height, width, channels]), got '
-                     f'shape {images.shape}.')
-  if labels.ndim not in (1, 2):
-    raise ValueError(f'labels must be [n] or [n, num_labels], got shape '
-                     f'{labels.shape}.')
-  if len(images) != len(labels):
-    raise ValueError(f'{len(images)} images but {len(labels)} labels.')
-  if not (np.issubdtype(images.dtype, np.floating)
-          or images.dtype in (np.int32, np.int64)):
+                     f'shape {inputs.shape}.')
+  if labels.ndim < 1:
+    raise ValueError(f'labels must be [n, ...], got shape {labels.shape}.')
+  if len(inputs) != len(labels):
+    raise ValueError(f'{len(inputs)} inputs but {len(labels)} labels.')
+  if not (np.issubdtype(inputs.dtype, np.floating)
+          or inputs.dtype in (np.int32, np.int64)):
     raise ValueError('inputs must be floating point (e.g. images in [0, 1]: '
                      'divide uint8 pixels by 255) or int32/int64 token ids, got '
-                     f'{images.dtype}.')
-  return len(images)
+                     f'{inputs.dtype}.')
+  return len(inputs)
 
 
 _END = object()

@@ -66,7 +66,7 @@ from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from jmed.data.errors import DataError, MissingDataError
+from jmed.errors import DataError, MissingDataError
 
 TRUNCATE = ('last', 'first')
 _KEYS = ('id', 'times', 'values', 'label')

@@ -4,6 +4,7 @@ import functools
 
 from jmed.models.cnn import SeedCNN
 from jmed.models.grud import GRUDCell, GRUDClassifier
+from jmed.models.heads import DiscreteTimeHead
 from jmed.models.layers import Conv, ValidConv, max_pool
 from jmed.models.mlp import MLP
 from jmed.models.recurrent import RNNClassifier, RNNEncoder
@@ -12,12 +13,12 @@ from jmed.models.text_cnn import TextCNN
 from jmed.models.transformer import EncoderBlock, TransformerClassifier, TransformerEncoder
 from jmed.models.unet import UNet
 
-__all__ = ['Conv', 'EncoderBlock', 'GRUDCell', 'GRUDClassifier', 'MLP', 'MODELS',
+__all__ = ['Conv', 'DiscreteTimeHead', 'EncoderBlock', 'GRUDCell', 'GRUDClassifier', 'MLP', 'MODELS',
            'RNNClassifier', 'RNNEncoder', 'ResNet', 'ResNet18', 'ResNet50', 'SeedCNN', 'TextCNN',
            'TransformerClassifier', 'TransformerEncoder', 'UNet', 'ValidConv', 'get_model',
            'inspect', 'max_pool']
 
-# Models that `fit` builds by name (UNet is a segmentation model: see jmed.segmentation).
+# Models that `fit` builds by name.
 MODELS = {
     'seed_cnn': SeedCNN,
     'resnet18': ResNet18,                                   # 'small' stem: MedMNIST's ResNet (28)
@@ -30,6 +31,7 @@ MODELS = {
     'transformer': TransformerClassifier,
     'text_cnn': TextCNN,
     'grud': GRUDClassifier,  # packed irregular series, see jmed.data.timeseries
+    'unet': UNet,  # images to per-pixel logits (task 'segmentation')
 }
 
 

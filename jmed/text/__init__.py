@@ -1,34 +1,21 @@
 """jmed.text: tokenizers (HuggingFace `tokenizers`) turning texts into ids; `smiles`, the
-atom-level SMILES tokenizer and vocabulary."""
+atom-level SMILES tokenizer and vocabulary.
 
-from jmed.text import smiles
-from jmed.text import tokenizer
-from jmed.text.tokenizer import encode
-from jmed.text.tokenizer import KINDS
-from jmed.text.tokenizer import lengths
-from jmed.text.tokenizer import load
-from jmed.text.tokenizer import PAD
-from jmed.text.tokenizer import PAD_ID
-from jmed.text.tokenizer import save
-from jmed.text.tokenizer import SPECIAL_TOKENS
-from jmed.text.tokenizer import train_tokenizer
-from jmed.text.tokenizer import UNK
-from jmed.text.tokenizer import UNK_ID
-from jmed.text.tokenizer import vocab_size
+Submodules load when first used: `import jmed.text` alone does not import `tokenizers`.
+"""
 
-__all__ = [
-    'KINDS',
-    'PAD',
-    'PAD_ID',
-    'SPECIAL_TOKENS',
-    'UNK',
-    'UNK_ID',
-    'encode',
-    'lengths',
-    'load',
-    'save',
-    'smiles',
-    'tokenizer',
-    'train_tokenizer',
-    'vocab_size',
-]
+import importlib
+
+_TOKENIZER_NAMES = ('encode', 'KINDS', 'lengths', 'load', 'PAD', 'PAD_ID', 'save',
+                    'SPECIAL_TOKENS', 'train_tokenizer', 'UNK', 'UNK_ID', 'vocab_size')
+
+
+def __getattr__(name):
+  if name in ('smiles', 'tokenizer'):
+    return importlib.import_module(f'jmed.text.{name}')
+  if name in _TOKENIZER_NAMES:
+    return getattr(importlib.import_module('jmed.text.tokenizer'), name)
+  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+
+
+__all__ = ['smiles', 'tokenizer', *_TOKENIZER_NAMES]

@@ -33,7 +33,7 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
-from jmed.data.errors import DataError, MissingDataError
+from jmed.errors import DataError, MissingDataError
 
 PAD = '[PAD]'
 UNK = '[UNK]'

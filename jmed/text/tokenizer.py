@@ -38,7 +38,7 @@ from tokenizers import normalizers
 from tokenizers import pre_tokenizers
 from tokenizers import trainers
 
-from jmed.data.errors import DataError, MissingDataError
+from jmed.errors import DataError, MissingDataError
 
 PAD = '[PAD]'
 UNK = '[UNK]'

@@ -3,6 +3,7 @@
 import os
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 from jmed.train import parallel
@@ -20,15 +21,20 @@ def _to_saveable(state):
   return {
       'step': state.step,
       'params': state.params,
-      'batch_stats': state.batch_stats,
+      'model_state': state.model_state,
       'opt_state': state.opt_state,
       'rng': jax.random.key_data(state.rng),
   }
 
 
+def step_of(state) -> int:
+  """The step of a state on the host (of its first member, for an ensemble's stacked state)."""
+  return int(np.ravel(parallel.to_host(state.step))[0])
+
+
 def save(manager: ocp.CheckpointManager, state, *, wait: bool = False) -> None:
   """Saves `state` under its step (asynchronously unless `wait`)."""
-  step = int(parallel.to_host(state.step))
+  step = step_of(state)
   manager.save(step, args=ocp.args.StandardSave(_to_saveable(state)))
   if wait:
     manager.wait_until_finished()
@@ -46,5 +52,5 @@ def restore_latest(manager: ocp.CheckpointManager, state):
   target = jax.tree.map(ocp.utils.to_shape_dtype_struct, _to_saveable(state))
   restored = manager.restore(step, args=ocp.args.StandardRestore(target))
   return state.replace(
-      step=restored['step'], params=restored['params'], batch_stats=restored['batch_stats'],
+      step=restored['step'], params=restored['params'], model_state=restored['model_state'],
       opt_state=restored['opt_state'], rng=jax.random.wrap_key_data(restored['rng']))

@@ -5,42 +5,33 @@ exactly the state `create_train_state(model, tx, sample, seeds[m])` would give. 
 the pure `steps.train_step` over that axis, so members differ in their initialisation and their
 dropout (and augmentation) keys, all derived from their seeds.
 
+`fit_ensemble` is `fit` with such a state: the same loop, checks, logs, checkpoints,
+validation-picked best checkpoint, early stopping and resumption (`jmed.train.loop`).
+
 Shuffling, the choice made here: by default every member sees the same batches in the same
-order (`shared_batch=True`): one host pipeline, one host-to-device copy, the batch broadcast to
-the members inside the program; member m trains as a single model initialised from `seeds[m]`
-would on `cfg.seed`'s batch order (up to float rounding). Random initialisation is the main
-source of a deep ensemble's diversity (Fort et al. 2019). With `independent_shuffles=True`
-(`shared_batch=False` for the step) each member gets its own epoch order, seeded by its own
-seed, as [members, batch, ...] batches: `members` times the host work and copies.
+order: one host pipeline, one host-to-device copy, the batch broadcast to the members inside the
+program; member m trains as a single model initialised from `seeds[m]` would on `cfg.seed`'s
+batch order (up to float rounding). Random initialisation is the main source of a deep
+ensemble's diversity (Fort et al. 2019). With `independent_shuffles=True` each member gets its
+own epoch order, seeded by its own seed: `members` times the host work and copies.
 
 Under a device mesh (`jmed.train.parallel`) the stacked state is replicated and the batch is
 sharded over 'data' along its batch axis, exactly as for one model.
 """
 
-import dataclasses
 import functools
-import json
 import os
-import time
 from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm.auto import tqdm
 
-from jmed import data as jdata
-from jmed import metrics as jmetrics
-from jmed import plots
-from jmed import uncertainty
+from jmed import tasks
 from jmed.configs import TrainConfig
-from jmed.data import augment as jaugment
-from jmed.optim import make_optimizer
-from jmed.train import parallel, steps
-from jmed.train.loop import NonFiniteLossError, build_model, class_weights_for, write_json
+from jmed.data import pipeline
+from jmed.train import loop, parallel, steps
 from jmed.train.state import TrainState, create_train_state
-
-TASKS = ('binary', 'multiclass', 'multilabel')
 
 
 def create_ensemble_state(model, tx, sample_input, seeds: Sequence[int]) -> TrainState:
@@ -77,254 +68,104 @@ def member_state(state: TrainState, index: int) -> TrainState:
   return jax.tree.map(lambda x: x[index], state)
 
 
-def vmap_members(step_fn, shared_batch: bool = True):
-  """Maps `step_fn(state, batch) -> (state, outputs)` over the [members] axis of the state.
-
-  The batch is shared by all members (`shared_batch`) or has its own leading [members] axis.
-  """
-  return jax.vmap(step_fn, in_axes=(0, None if shared_batch else 0))
-
-
-def ensemble_train_step(state, batch, *, task: str = 'multiclass', augment=None,
-                        class_weights=None, shared_batch: bool = True):
+def ensemble_train_step(state, batch, *, task='multiclass', augment=None, class_weights=None,
+                        shared_batch: bool = True):
   """`steps.train_step` for every member at once; returns (new_state, metrics).
 
   Args:
     state: an ensemble `TrainState` (leading [members] axis).
-    batch: {'image': [batch, ...], 'label': [batch, ...]}, or with a leading [members] axis on
-      both when `shared_batch` is False.
+    batch: {'inputs': [batch, ...], 'labels': [batch, ...]}, or with a leading [members] axis
+      on both when `shared_batch` is False.
     task, augment, class_weights: as in `steps.train_step` (static).
     shared_batch: whether every member trains on the same batch (static).
 
   Returns:
-    The new ensemble state and metrics {'loss_sum', 'correct', 'count'}, each [members].
+    The new ensemble state and `steps.train_step`'s metrics, each [members].
   """
   step = functools.partial(steps.train_step, task=task, augment=augment,
                            class_weights=class_weights)
-  return vmap_members(step, shared_batch)(state, batch)
+  return jax.vmap(step, in_axes=(0, None if shared_batch else 0))(state, batch)
 
 
-def ensemble_eval_step(state, batch, *, task: str = 'multiclass'):
+def ensemble_eval_step(state, batch, *, task='multiclass'):
   """`steps.eval_step` for every member on one shared padded batch.
 
   Returns:
-    {'loss_sum', 'correct', 'count'}: [members] masked sums; 'probs': [members, batch, classes].
+    {'loss_sum', 'count'}: [members] masked sums; 'predictions': [members, batch, ...].
   """
-  return vmap_members(functools.partial(steps.eval_step, task=task))(state, batch)
+  return jax.vmap(functools.partial(steps.eval_step, task=task), in_axes=(0, None))(state, batch)
 
 
-def ensemble_predict(state, eval_fn, images, labels, batch_size: int, mesh) -> np.ndarray:
-  """Every member's probabilities on a whole split, padding removed.
+def ensemble_predict(state, eval_fn, inputs, labels, batch_size: int, mesh) -> np.ndarray:
+  """Every member's predictions on a whole split, padding removed.
 
   Args:
     state: an ensemble `TrainState`, replicated over `mesh`.
     eval_fn: jit-compiled `ensemble_eval_step` with its task bound.
-    images: [n, ...]; labels: [n, ...].
+    inputs: [n, ...]; labels: [n, ...].
     batch_size: global eval batch, a multiple of the mesh's devices.
     mesh: the device mesh batches are sharded over.
 
   Returns:
-    [members, n, classes] probabilities.
+    [members, n, ...] predictions (probabilities for classification tasks).
   """
-  probs = []
-  for batch in jdata.eval_batches(images, labels, batch_size):
+  predictions = []
+  for batch in pipeline.eval_batches(inputs, labels, batch_size):
     out = jax.device_get(eval_fn(state, parallel.shard_batch(batch, mesh)))
-    probs.append(out['probs'][:, batch['mask'] > 0])
-  return np.concatenate(probs, axis=1)
-
-
-def evaluate_members(member_probs, labels, task: str) -> dict:
-  """Per-member, mean-of-members and ensemble metrics (`uncertainty.prediction_metrics`).
-
-  Args:
-    member_probs: [members, n, classes].
-    labels: [n] or [n, labels].
-    task: 'binary' | 'multiclass' | 'multilabel'.
-
-  Returns:
-    {'members': one metrics dict per member, 'mean_member': their mean, 'ensemble': the metrics
-    of the mean probabilities, plus for softmax tasks the mean predictive entropy and mutual
-    information over the split}.
-  """
-  members = [uncertainty.prediction_metrics(p, labels, task) for p in member_probs]
-  ensemble = uncertainty.prediction_metrics(member_probs.mean(0), labels, task)
-  if task != 'multilabel':
-    summary = uncertainty.ensemble_summary(member_probs)
-    ensemble['mean_predictive_entropy'] = float(summary['predictive_entropy'].mean())
-    ensemble['mean_mutual_information'] = float(summary['mutual_information'].mean())
-  mean_member = {k: float(np.mean([m[k] for m in members])) for k, v in members[0].items()
-                 if isinstance(v, float) and all(m[k] is not None for m in members)}
-  return {'members': members, 'mean_member': mean_member, 'ensemble': ensemble}
-
-
-def _epoch_batches(images, labels, cfg: TrainConfig, seeds, epoch: int, independent: bool):
-  """The epoch's shared batches, or [members, batch, ...] batches of per-member orders."""
-  if not independent:
-    return jdata.train_batches(images, labels, cfg.batch_size, seed=cfg.seed, epoch=epoch)
-  orders = [jdata.train_batches(images, labels, cfg.batch_size, seed=int(s), epoch=epoch)
-            for s in seeds]
-  return ({k: np.stack([b[k] for b in group]) for k in group[0]} for group in zip(*orders))
+    predictions.append(out['predictions'][:, batch['valid'] > 0])
+  return np.concatenate(predictions, axis=1)
 
 
 def fit_ensemble(cfg: TrainConfig, members: int, dataset=None, *,
                  independent_shuffles: bool = False):
   """Trains a `members`-model deep ensemble of `cfg.model` on `cfg.dataset` in one program.
 
-  Member m has seed `cfg.seed + m`. Every epoch runs the shuffled training split (see the
-  module docstring for `independent_shuffles`), one vmapped step per batch, data-parallel over
-  all devices, checking the loss for NaN one step behind; with a validation split the
-  ensemble's validation metrics are logged each epoch. No checkpoints or model selection: the
-  test split is evaluated after the last step.
-
-  Writes into `cfg.output_dir`: config.json, metrics.jsonl (per epoch: each member's train
-  loss, the ensemble's validation metrics), summary.json (per-member, mean-of-members and
-  ensemble test metrics, each with ECE and NLL) and reliability.png (the ensemble's reliability
-  diagram on the test split).
+  `fit` with a vmapped state: member m has seed `cfg.seed + m`; the ensemble's prediction is
+  the mean of its members' (`task.combine`), whose validation metric picks the best checkpoint.
+  Writes what `fit` writes; summary.json's `test_*` metrics are the ensemble's, with
+  `test_members` (each member alone) and `test_mean_member` (their mean) beside them, and for
+  classification tasks the NLL, mean predictive entropy and mutual information. For
+  classification tasks it also writes reliability.png, the ensemble's reliability diagram on
+  the test split (at the best checkpoint).
 
   Args:
-    cfg: the run's config (`epochs`, `batch_size`, `optimizer`, `dropout_rate`, `max_steps`, ...;
-      `steps_per_dispatch`, checkpointing and early stopping are not used).
+    cfg: the run's config (as for `fit`; DP-SGD is not supported).
     members: ensemble size, >= 1.
-    dataset: an already loaded `jmed.data.Dataset` (default: `load_dataset(cfg.dataset, ...)`).
+    dataset: an already loaded `jmed.data.Dataset` (default: `loop.load_dataset(cfg)`).
     independent_shuffles: give each member its own epoch order.
 
   Returns:
     (the trained ensemble state, replicated over the mesh; the summary dict).
   """
-  wall_start = time.perf_counter()
-  _check_args(cfg, members)
-  members = int(members)
-  if dataset is None:
-    dataset = jdata.load_dataset(cfg.dataset, data_dir=cfg.data_dir, tfds_dir=cfg.tfds_dir,
-                                 text=cfg.text, molecule=cfg.molecule)
-  if dataset.task not in TASKS:
-    raise ValueError(f'fit_ensemble supports tasks {TASKS}, not {dataset.task!r} '
-                     f'({dataset.name}).')
-  class_weights = class_weights_for(cfg, dataset)
-  augment = None if cfg.augment == 'none' else jaugment.get_augment(cfg.augment)
-  images = dataset.splits['train'][0]
-  steps_per_epoch = len(images) // cfg.batch_size
-  if steps_per_epoch == 0:
-    raise ValueError(f'batch_size {cfg.batch_size} exceeds the {len(images)} training examples.')
-  total_steps = cfg.epochs * steps_per_epoch
-  mesh = parallel.make_mesh()
-  parallel.check_batch_size(cfg.batch_size, mesh)
-  parallel.check_batch_size(cfg.eval_batch_size, mesh)
-
-  seeds = [cfg.seed + m for m in range(members)]
-  tx = make_optimizer(cfg.optimizer, total_steps)
-  state = create_ensemble_state(build_model(cfg, dataset), tx, images[:1], seeds)
-  state = parallel.replicate(state, mesh)
-  os.makedirs(cfg.output_dir, exist_ok=True)
-  write_json(os.path.join(cfg.output_dir, 'config.json'),
-              {**dataclasses.asdict(cfg), 'members': members, 'seeds': seeds,
-               'independent_shuffles': independent_shuffles})
-  train_fn = parallel.data_parallel(functools.partial(
-      ensemble_train_step, task=dataset.task, augment=augment, class_weights=class_weights,
-      shared_batch=not independent_shuffles), mesh)
-  eval_fn = jax.jit(functools.partial(ensemble_eval_step, task=dataset.task))
-
-  def predict(state, split):
-    return ensemble_predict(state, eval_fn, *dataset.splits[split], cfg.eval_batch_size, mesh)
-
-  last_step = min(total_steps, cfg.max_steps) if cfg.max_steps else total_steps
-  train_start = time.perf_counter()
-  state, step = _train(cfg, dataset, state, train_fn, predict, seeds, last_step, mesh,
-                       independent_shuffles)
-  train_seconds = time.perf_counter() - train_start
-
-  test_labels = dataset.splits['test'][1]
-  member_probs = predict(state, 'test')
-  test = evaluate_members(member_probs, test_labels, dataset.task)
-  plots.reliability_diagram(
-      *jmetrics.calibration_inputs(member_probs.mean(0), test_labels, dataset.task),
-      os.path.join(cfg.output_dir, 'reliability.png'),
-      title=f'{members}-member ensemble, {dataset.name} test')
-  summary = {
-      'model': cfg.model, 'dataset': dataset.name, 'task': dataset.task, 'members': members,
-      'seeds': seeds, 'independent_shuffles': independent_shuffles, 'steps': step,
-      'epochs': cfg.epochs, 'batch_size': cfg.batch_size, 'devices': mesh.devices.size,
-      **{f'test_{k}': v for k, v in test.items()},
-      'train_seconds': train_seconds,  # compilation and validation included
-      'wall_seconds': time.perf_counter() - wall_start,
-  }
-  write_json(os.path.join(cfg.output_dir, 'summary.json'), summary)
-  return state, summary
-
-
-def _check_args(cfg: TrainConfig, members) -> None:
   if isinstance(members, bool) or not isinstance(members, (int, np.integer)) or members < 1:
     raise ValueError(f'members must be a positive int, got {members!r}.')
   if jax.process_count() > 1:
     raise NotImplementedError('fit_ensemble runs in one process (all its local devices); a '
                               'multi-host run can train the members as separate fit runs.')
-  for field in ('epochs', 'batch_size', 'eval_batch_size'):
-    if getattr(cfg, field) < 1:
-      raise ValueError(f'{field} must be >= 1, got {getattr(cfg, field)}.')
   if cfg.privacy.enabled:
     raise ValueError('fit_ensemble does not train with DP-SGD; train each member with fit.')
+  loop.check_config(cfg)
+  dataset = loop.load_dataset(cfg) if dataset is None else dataset
+  ensemble = loop.Ensemble(int(members), independent_shuffles)
+  state, summary = loop.train_and_evaluate(cfg, dataset, ensemble)
+  task = tasks.get(dataset.task)
+  if task.probabilistic:
+    _reliability_diagram(cfg, dataset, task, state, members)
+  return state, summary
 
 
-def _train(cfg, dataset, state, train_fn, predict, seeds, last_step, mesh, independent):
-  """The epochs of `fit_ensemble`, logged to metrics.jsonl; returns (state, steps run)."""
-  images, labels = dataset.splits['train']
-  step = 0
-  bar = tqdm(total=last_step, unit='step', disable=not cfg.progress, dynamic_ncols=True)
-  with open(os.path.join(cfg.output_dir, 'metrics.jsonl'), 'w') as log:
-    try:
-      for epoch in range(cfg.epochs):
-        if step >= last_step:
-          break
-        start = time.perf_counter()
-        batches = jdata.prefetch(
-            _epoch_batches(images, labels, cfg, seeds, epoch, independent),
-            transform=lambda b: parallel.shard_batch(b, mesh, 1 if independent else 0))
-        state, losses, step = _train_epoch(state, train_fn, batches, step, last_step, bar, epoch)
-        record = {'epoch': epoch, 'step': step, 'train_loss': losses.tolist(),
-                  'epoch_seconds': time.perf_counter() - start}
-        if 'validation' in dataset.splits:
-          val = evaluate_members(predict(state, 'validation'), dataset.splits['validation'][1],
-                                 dataset.task)
-          record.update({f'val_{k}': v for k, v in val['ensemble'].items()})
-        log.write(json.dumps(record) + '\n')
-        log.flush()
-    finally:
-      bar.close()
-  return state, step
-
-
-def _train_epoch(state, train_fn, batches, step: int, last_step: int, bar, epoch: int):
-  """Runs the epoch's batches until `last_step`; returns (state, mean losses [members], step).
-
-  Each step's loss is read (and checked for NaN) one step later, so reading never stalls the
-  device.
-  """
-  sums, count, pending = 0.0, 0, None
-  try:
-    for batch in batches:
-      if step >= last_step:
-        break
-      state, metrics = train_fn(state, batch)
-      if pending is not None:
-        sums, count = sums + _read_loss(pending, step - 1), count + 1
-        bar.set_postfix(epoch=epoch, loss=f'{np.mean(sums) / count:.4f}', refresh=False)
-      pending, step = metrics, step + 1
-      bar.update(1)
-  finally:
-    batches.close()
-  if pending is not None:
-    sums, count = sums + _read_loss(pending, step - 1), count + 1
-  return state, np.asarray(sums) / max(count, 1), step
-
-
-def _read_loss(metrics, step: int) -> np.ndarray:
-  """Per-member mean loss [members] of one step's metrics; raises `NonFiniteLossError` naming
-  the member and step of a NaN or infinite loss."""
-  metrics = jax.device_get(metrics)
-  losses = np.asarray(metrics['loss_sum']) / np.maximum(np.asarray(metrics['count']), 1)
-  bad = np.flatnonzero(~np.isfinite(losses))
-  if bad.size:
-    raise NonFiniteLossError(
-        f'Training loss of member {bad[0]} is {losses[bad[0]]} at step {step}; stopping. Try a '
-        'lower learning rate or gradient clipping.')
-  return losses
+def _reliability_diagram(cfg, dataset, task, state, members: int) -> None:
+  """reliability.png: the ensemble's test reliability diagram at the checkpoint `fit` reports."""
+  from jmed import plots  # pylint: disable=g-import-not-at-top
+  from jmed.train import checkpoint  # pylint: disable=g-import-not-at-top
+  best_dir = os.path.join(cfg.output_dir, 'best')
+  if os.path.isdir(best_dir):
+    with checkpoint.make_manager(best_dir, 1) as manager:
+      state = checkpoint.restore_latest(manager, state)
+  mesh = parallel.make_mesh()
+  eval_fn = jax.jit(functools.partial(ensemble_eval_step, task=task))
+  inputs, labels = dataset.splits['test']
+  member_probs = ensemble_predict(state, eval_fn, inputs, labels, cfg.eval_batch_size, mesh)
+  plots.reliability_diagram(*task.calibration_inputs(task.combine(member_probs), labels),
+                            os.path.join(cfg.output_dir, 'reliability.png'),
+                            title=f'{members}-member ensemble, {dataset.name} test')

@@ -1,7 +1,14 @@
-"""The training loop: epochs of the pure data-parallel step, evaluation, checkpoints, logs.
+"""The training loop: epochs of the pure data-parallel step, validation, checkpoints, logs.
 
-`fit(config)` is what `scripts/train.py` calls; everything it does is built from the pure pieces
-in `steps.py`, `parallel.py` and `checkpoint.py`, which a larger program can use on their own.
+`fit(config)` is what `scripts/train.py` calls. It reads top to bottom as big_vision's trainer
+does: `_setup` (every check that can fail on bad input, then the output directory), then per
+epoch `_train_epoch` and `_validate`, then `_finish` (the test split at the best and the last
+checkpoint, summary.json). What depends on the kind of task is asked of the task
+(`jmed.tasks`). Everything is built from the pure pieces in `steps.py`, `parallel.py` and
+`checkpoint.py`, which a larger program can use on their own.
+
+A deep ensemble (`jmed.train.ensemble.fit_ensemble`) runs through the same loop: its state is
+K models stacked on a leading [members] axis and its steps are the same steps under `jax.vmap`.
 """
 
 import dataclasses
@@ -9,43 +16,359 @@ import json
 import math
 import os
 import time
+from typing import Any, Callable, Dict, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from jmed import data as jdata
 from jmed import distributed
-from jmed import metrics as jmetrics
 from jmed import models
 from jmed import privacy as jprivacy
-from jmed import survival
+from jmed import tasks
 from jmed.configs import TrainConfig
 from jmed.data import augment as jaugment
+from jmed.data import pipeline
+from jmed.errors import NonFiniteLossError
 from jmed.optim import make_optimizer
 from jmed.train import checkpoint, parallel, steps
 from jmed.train.state import create_train_state
 
+__all__ = ['Ensemble', 'NonFiniteLossError', 'build_model', 'evaluate', 'fit', 'load_dataset',
+           'train_and_evaluate', 'write_json']
 
-class NonFiniteLossError(FloatingPointError):
-  """The training loss became NaN or infinite."""
+
+@dataclasses.dataclass(frozen=True)
+class Ensemble:
+  """Train `members` models at once, one vmapped state (see `jmed.train.ensemble`).
+
+  Attributes:
+    members: ensemble size K; member m has seed `cfg.seed + m`.
+    independent_shuffles: each member its own epoch order (seeded by its own seed) instead of
+      every member training on the same batches.
+  """
+
+  members: int
+  independent_shuffles: bool = False
+
+  def seeds(self, seed: int):
+    return [seed + m for m in range(self.members)]
 
 
-def _dispatch_groups(dataset_split, cfg: TrainConfig, epoch: int, first_step: int, last_step: int,
-                     rows: slice = slice(None)):
-  """Yields (global_step, batches [k, rows, ...]) for steps [first_step, last_step) of `epoch`.
+@dataclasses.dataclass
+class _Run:
+  """What stays fixed for the length of a `fit`: built by `_setup`, read by every step after."""
+
+  cfg: TrainConfig
+  dataset: Any
+  task: tasks.Task  # fitted to the training labels
+  metric: str  # the validation metric that picks the best checkpoint
+  mesh: Any
+  ensemble: Optional[Ensemble]
+  train_fn: Callable
+  eval_fn: Callable
+  steps_per_epoch: int
+  last_step: int
+  privacy: Optional[tuple]
+  primary: bool  # the process that writes logs and JSON files
+  manager: Any = None
+  best_manager: Any = None
+  log: Any = None
+  bar: Any = None
+  timing: Dict = dataclasses.field(default_factory=lambda: {
+      'train_seconds': 0.0, 'train_examples': 0, 'compile_seconds': 0.0, 'compiled': set()})
+
+  @property
+  def train_split(self):
+    return self.dataset.splits['train']
+
+  def path(self, name: str) -> str:
+    return os.path.join(self.cfg.output_dir, name)
+
+  def close(self) -> None:
+    self.bar.close()
+    self.manager.wait_until_finished()
+    self.log.close()
+
+
+# ---------------------------------------------------------------- fit
+
+
+def fit(cfg: TrainConfig, dataset=None) -> dict:
+  """Trains `cfg.model` on `cfg.dataset`; returns the final summary (also in summary.json).
+
+  Args:
+    cfg: the run's config.
+    dataset: an already loaded `jmed.data.Dataset` (default: `load_dataset(cfg)`).
+  """
+  return train_and_evaluate(cfg, dataset)[1]
+
+
+def train_and_evaluate(cfg: TrainConfig, dataset=None, ensemble: Optional[Ensemble] = None):
+  """`fit`, returning (the final state, replicated over the mesh, and the summary).
+
+  With `ensemble`, trains that many members at once in one vmapped state.
+  """
+  wall_start = time.perf_counter()
+  check_config(cfg)
+  dataset = load_dataset(cfg) if dataset is None else dataset
+  run, state = _setup(cfg, dataset, ensemble)
+  best = _read_best(cfg.output_dir) if cfg.resume else None
+  step = checkpoint.step_of(state)
+  stopped_early = False
+  try:
+    for epoch in range(step // run.steps_per_epoch, cfg.epochs):
+      if step >= run.last_step:
+        break
+      state, record = _train_epoch(run, state, epoch, step)
+      step = record['step']
+      best = _validate(run, state, record, best)
+      run.log.write(record)
+      checkpoint.save(run.manager, state)
+      if best and cfg.early_stopping_patience and (
+          epoch - best['epoch'] >= cfg.early_stopping_patience):
+        stopped_early = True
+        break
+  finally:
+    run.close()
+  return state, _finish(run, state, best, step, stopped_early, wall_start)
+
+
+def check_config(cfg: TrainConfig) -> None:
+  """Raises ValueError on config values no run can train with."""
+  for field in ('epochs', 'batch_size', 'eval_batch_size', 'steps_per_dispatch'):
+    if getattr(cfg, field) < 1:
+      raise ValueError(f'{field} must be >= 1, got {getattr(cfg, field)}.')
+  if cfg.early_stopping_patience < 0:
+    raise ValueError(f'early_stopping_patience must be >= 0, got {cfg.early_stopping_patience}.')
+
+
+def load_dataset(cfg: TrainConfig):
+  """`cfg.dataset`, loaded as `fit` loads it."""
+  from jmed.data.datasets import load_dataset as load  # pylint: disable=g-import-not-at-top
+  return load(cfg.dataset, data_dir=cfg.data_dir, tfds_dir=cfg.tfds_dir, text=cfg.text,
+              molecule=cfg.molecule)
+
+
+# ---------------------------------------------------------------- setup
+
+
+def _setup(cfg: TrainConfig, dataset, ensemble: Optional[Ensemble]):
+  """Checks everything that can fail on bad input, then creates the output directory, the
+  state (restored on resume), the compiled steps and the logs. Returns (run, state)."""
+  task = tasks.get(dataset.task).fit_to(dataset.splits['train'][1])
+  metric = task.select_metric(cfg.select_metric)
+  class_weights = _class_weights(cfg, task, dataset)
+  augment = _augment(cfg, task)
+  privacy = _privacy(cfg, task)
+  steps_per_epoch = len(dataset.splits['train'][0]) // cfg.batch_size
+  if steps_per_epoch == 0:
+    raise ValueError(f'batch_size {cfg.batch_size} exceeds the {len(dataset.splits["train"][0])}'
+                     ' training examples.')
+  total_steps = cfg.epochs * steps_per_epoch
+  mesh = parallel.make_mesh()
+  parallel.check_batch_size(cfg.batch_size, mesh)
+  parallel.check_batch_size(cfg.eval_batch_size, mesh)
+
+  model = build_model(cfg, dataset)
+  tx = make_optimizer(cfg.optimizer, total_steps)
+  state = _init_state(model, tx, dataset.splits['train'][0][:1], cfg.seed, ensemble)
+  if privacy:
+    jprivacy.check_applies(task, state.model_state)
+  state = parallel.replicate(state, mesh)
+  train_fn, eval_fn = _compiled_steps(task, augment, class_weights, privacy, mesh, ensemble)
+  run = _Run(cfg=cfg, dataset=dataset, task=task, metric=metric, mesh=mesh, ensemble=ensemble,
+              train_fn=train_fn, eval_fn=eval_fn, steps_per_epoch=steps_per_epoch,
+              last_step=min(total_steps, cfg.max_steps) if cfg.max_steps else total_steps,
+              privacy=privacy, primary=distributed.is_primary())
+  state = _open_output_dir(run, state)
+  return run, state
+
+
+def _class_weights(cfg: TrainConfig, task, dataset):
+  """`cfg.class_weights` resolved on the training labels: None or a tuple per class."""
+  if cfg.class_weights == 'none':
+    return None
+  if cfg.class_weights != 'balanced':
+    raise ValueError(f"class_weights must be 'none' or 'balanced', got {cfg.class_weights!r}.")
+  return task.class_weights(dataset.splits['train'][1], dataset.num_classes)
+
+
+def _augment(cfg: TrainConfig, task):
+  if cfg.augment == 'none':
+    return None
+  config = jaugment.get_augment(cfg.augment)  # raises listing the presets
+  if task.spatial_labels:
+    raise ValueError(f'augment {cfg.augment!r} transforms the inputs alone, which would '
+                     f'misalign the per-pixel labels of task {task.name!r}; use augment none.')
+  return config
+
+
+def _privacy(cfg: TrainConfig, task):
+  """(l2_clip, noise_multiplier) for a DP-SGD run, else None."""
+  if not cfg.privacy.enabled:
+    return None
+  jprivacy.check_config(cfg.privacy)
+  jprivacy.check_applies(task, {})
+  return (float(cfg.privacy.l2_clip), float(cfg.privacy.noise_multiplier))
+
+
+def build_model(cfg: TrainConfig, dataset):
+  """`cfg.model` sized for `dataset` (classes, vocabulary, ...) with `cfg.model_kwargs`."""
+  kwargs = dict(num_classes=dataset.num_classes, dropout_rate=cfg.dropout_rate,
+                dtype=jnp.dtype(cfg.dtype), **dataset.model_kwargs)
+  kwargs.update(cfg.model_kwargs)
+  try:
+    return models.get_model(cfg.model, **kwargs)
+  except TypeError as e:
+    hint = ''
+    if 'vocab_size' in str(e):
+      hint = (' (the inputs are token ids: use a sequence model such as transformer, gru or '
+              'text_cnn, or fingerprints for molecules: --molecule-features fingerprint)')
+    raise ValueError(f'model {cfg.model!r} does not fit dataset {dataset.name!r} with '
+                     f'{sorted(kwargs)}: {e}{hint}') from None
+
+
+def _init_state(model, tx, sample, seed: int, ensemble: Optional[Ensemble]):
+  if ensemble is None:
+    return create_train_state(model, tx, sample, seed)
+  from jmed.train import ensemble as jensemble  # pylint: disable=g-import-not-at-top
+  return jensemble.create_ensemble_state(model, tx, sample, ensemble.seeds(seed))
+
+
+def _compiled_steps(task, augment, class_weights, privacy, mesh, ensemble):
+  """(train_fn, eval_fn): the data-parallel train step over [steps, batch, ...] dispatches and
+  the jitted eval step; under `ensemble`, both vmapped over the members."""
+  train = steps.bind(steps.train_steps, task, augment, class_weights, privacy)
+  evaluate_ = steps.bind(steps.eval_step, task)
+  if ensemble is None:
+    return parallel.data_parallel(train, mesh, batch_axis=1), jax.jit(evaluate_)
+  independent = ensemble.independent_shuffles  # batches [steps, members, batch, ...]
+  train = jax.vmap(train, in_axes=(0, 1 if independent else None))
+  return (parallel.data_parallel(train, mesh, batch_axis=2 if independent else 1),
+          jax.jit(jax.vmap(evaluate_, in_axes=(0, None))))
+
+
+def _open_output_dir(run: _Run, state):
+  """Creates the output directory, checkpoint managers, logs and progress bar; restores the
+  latest checkpoint on resume. Returns the state to start from."""
+  cfg = run.cfg
+  os.makedirs(cfg.output_dir, exist_ok=True)
+  ckpt_dir = run.path('checkpoints')
+  run.manager = checkpoint.make_manager(ckpt_dir, cfg.keep_checkpoints)
+  if cfg.resume:
+    state = checkpoint.restore_latest(run.manager, state)
+  elif run.manager.latest_step() is not None:
+    raise FileExistsError(f'{ckpt_dir} already holds checkpoints; pass resume=True (--resume) to '
+                          'continue that run or choose another output_dir.')
+  if 'validation' in run.dataset.splits:  # the best checkpoint by validation metric
+    run.best_manager = checkpoint.make_manager(run.path('best'), 1)
+    if not cfg.resume and run.best_manager.latest_step() is not None:
+      raise FileExistsError(f'{cfg.output_dir}/best already holds a checkpoint of another run; '
+                            'pass resume=True (--resume) or choose another output_dir.')
+  step = checkpoint.step_of(state)
+  if run.primary:
+    config = dataclasses.asdict(cfg)
+    if run.ensemble:
+      config.update(members=run.ensemble.members, seeds=run.ensemble.seeds(cfg.seed),
+                    independent_shuffles=run.ensemble.independent_shuffles)
+    write_json(run.path('config.json'), config)
+    if run.dataset.tokenizer is not None:  # what turns new text into this model's inputs
+      run.dataset.tokenizer.save(run.path('tokenizer.json'))
+  run.log = _MetricsLog(run.path('metrics.jsonl') if run.primary else None,
+                         step if cfg.resume else None)
+  run.bar = tqdm(total=run.last_step, initial=step, unit='step',
+                  disable=not (cfg.progress and run.primary), dynamic_ncols=True)
+  return state
+
+
+# ---------------------------------------------------------------- one epoch
+
+
+def _train_epoch(run: _Run, state, epoch: int, first_step: int):
+  """Runs the steps of `epoch` from `first_step`; returns (state, the epoch's record).
+
+  The loss of each dispatch is read one dispatch later, so checking it for NaN never stalls
+  the device. The first dispatch of each size (which compiles) is timed apart from training.
+  """
+  cfg, timing = run.cfg, run.timing
+  last_step = min(run.last_step, (epoch + 1) * run.steps_per_epoch)
+  sums = {}
+  pending = None  # (first step, metrics) of the dispatch whose results are not yet read
+  epoch_start = steady_start = time.perf_counter()
+  batch_axis = 2 if run.ensemble and run.ensemble.independent_shuffles else 1
+  groups = pipeline.prefetch(
+      _dispatch_groups(run, epoch, first_step, last_step),
+      transform=lambda g: (g[0], parallel.shard_batch(g[1], run.mesh, batch_axis=batch_axis)))
+
+  def consume(pending):
+    group_step, metrics = pending
+    metrics = {k: _steps_first(np.asarray(v), run.ensemble)
+               for k, v in parallel.to_host(metrics).items()}
+    _raise_if_non_finite(metrics['loss_sum'] / metrics['count'], group_step, run)
+    for k, v in metrics.items():
+      sums[k] = sums.get(k, 0) + v.sum(0)
+
+  step = first_step
+  try:
+    for group_step, batches in groups:
+      k = int(jax.tree.leaves(batches)[0].shape[0])
+      compiles = k not in timing['compiled']  # a new dispatch size compiles: time it apart
+      if compiles:
+        jax.block_until_ready(state.step)
+        t0 = time.perf_counter()
+        timing['train_seconds'] += t0 - steady_start
+      state, metrics = run.train_fn(state, batches)
+      if compiles:
+        jax.block_until_ready(state.step)
+        steady_start = time.perf_counter()
+        timing['compile_seconds'] += steady_start - t0
+        timing['compiled'].add(k)
+      else:
+        timing['train_examples'] += k * cfg.batch_size
+      if pending is not None:
+        consume(pending)
+      pending = (group_step, metrics)
+      step = group_step + k
+      if cfg.checkpoint_every and step // cfg.checkpoint_every > group_step // cfg.checkpoint_every:
+        consume(pending)  # never checkpoint a state whose loss was not checked
+        pending = None
+        checkpoint.save(run.manager, state)
+      run.bar.update(k)
+      if sums:
+        seconds = timing['train_seconds'] + time.perf_counter() - steady_start
+        rate = timing['train_examples'] / max(seconds, 1e-9)  # compilation excluded
+        loss = np.mean(sums['loss_sum'] / np.maximum(sums['count'], 1))
+        run.bar.set_postfix(epoch=epoch, loss=f'{loss:.4f}', img_s=f'{rate:.0f}', refresh=False)
+  finally:
+    groups.close()  # stops the producer thread on an error too
+  if pending is not None:
+    consume(pending)
+  jax.block_until_ready(state.step)
+  end = time.perf_counter()
+  timing['train_seconds'] += end - steady_start
+  return state, _epoch_record(epoch, step, sums, end - epoch_start)
+
+
+def _dispatch_groups(run: _Run, epoch: int, first_step: int, last_step: int):
+  """Yields (global_step, batches [k, rows, ...]) for steps [first_step, last_step) of `epoch`
+  ([k, members, rows, ...] for an ensemble with independent shuffles).
 
   Batches come from the epoch's seeded permutation, so a run resumed mid-epoch sees exactly the
   batches an uninterrupted run would. `rows` is this process's share of each global batch.
   """
-  images, labels = dataset_split
-  it = jdata.train_batches(images, labels, cfg.batch_size, seed=cfg.seed, epoch=epoch, rows=rows)
-  steps_per_epoch = len(images) // cfg.batch_size
-  start = epoch * steps_per_epoch
+  cfg = run.cfg
+  inputs, labels = run.train_split
+  rows = parallel.local_rows(cfg.batch_size, run.mesh)
+  seeds = [cfg.seed]
+  if run.ensemble and run.ensemble.independent_shuffles:
+    seeds = run.ensemble.seeds(cfg.seed)
+  orders = [pipeline.train_batches(inputs, labels, cfg.batch_size, seed=seed, epoch=epoch,
+                                   rows=rows) for seed in seeds]
+  batches = orders[0] if len(orders) == 1 else (_stack(group) for group in zip(*orders))
   group, group_start = [], None
-  for i, batch in enumerate(it):
-    step = start + i
+  for step, batch in enumerate(batches, start=epoch * run.steps_per_epoch):
     if step < first_step:
       continue
     if step >= last_step:
@@ -64,64 +387,183 @@ def _stack(batches):
   return {k: np.stack([b[k] for b in batches]) for k in batches[0]}
 
 
-SELECT_METRICS = ('auto', 'auroc', 'accuracy', 'auprc', 'f1', 'c_index', 'rmse', 'mae', 'r2',
-                  'loss')
-MINIMIZED = ('loss', 'rmse', 'mae')  # validation metrics where lower is better
+def _steps_first(values: np.ndarray, ensemble) -> np.ndarray:
+  """Per-dispatch metrics as [steps] (single model) or [steps, members] (ensemble, whose
+  vmapped metrics come out [members, steps])."""
+  return values if ensemble is None else np.moveaxis(values, 0, 1)
 
 
-def select_metric(name: str, task: str) -> str:
-  """The validation metric that picks the best checkpoint: 'auto' is the C-index for survival,
-  the RMSE for regression and AUROC otherwise."""
-  if name not in SELECT_METRICS:
-    raise ValueError(f'select_metric must be one of {SELECT_METRICS}, got {name!r}.')
-  if name == 'auto':
-    return {'survival': 'c_index', 'regression': 'rmse'}.get(task, 'auroc')
-  if name != 'loss' and name not in _TASK_METRICS.get(task, _CLASSIFICATION_METRICS):
-    raise ValueError(f'select_metric {name!r} does not apply to task {task!r}.')
-  return name
+def _raise_if_non_finite(losses, first_step: int, run: _Run) -> None:
+  """Raises `NonFiniteLossError` naming the step (and member) of the first NaN/inf loss."""
+  bad = np.argwhere(~np.isfinite(losses))
+  if not bad.size:
+    return
+  index = tuple(bad[0])
+  member = f' of member {index[1]}' if len(index) > 1 else ''
+  last = run.manager.latest_step()
+  saved = (f'the last checkpoint (step {last}) is in {run.path("checkpoints")}'
+           if last is not None else 'no checkpoint was saved yet')
+  raise NonFiniteLossError(
+      f'Training loss{member} is {losses[index]} at step {first_step + index[0]}; stopping. '
+      f'Metrics so far are in the metrics log and {saved}. Try a lower learning rate or '
+      'gradient clipping.')
 
 
-_CLASSIFICATION_METRICS = ('auroc', 'accuracy', 'auprc', 'f1')
-_TASK_METRICS = {'survival': ('c_index',), 'regression': ('rmse', 'mae', 'r2')}
+def _epoch_record(epoch: int, step: int, sums: dict, seconds: float) -> dict:
+  """The epoch's metrics-log record: train loss and each train metric's mean, DP-SGD's clipped
+  fraction, time and examples/s. Ensembles give one value per member."""
+  count = np.maximum(sums.get('count', 0), 1)
+
+  def mean(total):
+    value = total / count
+    return value.tolist() if np.ndim(value) else float(value)
+
+  record = {'epoch': epoch, 'step': step, 'train_loss': mean(sums.get('loss_sum', 0.0))}
+  for key, total in sums.items():
+    if key.endswith('_sum') and key != 'loss_sum':
+      record[f'train_{key[:-len("_sum")]}'] = mean(total)
+  if 'clipped' in sums:  # DP-SGD: share of per-example gradients the clip bound cut
+    record['train_clipped_fraction'] = mean(sums['clipped'])
+  record['epoch_seconds'] = seconds
+  record['images_per_sec'] = float(np.max(sums.get('count', 0)) / seconds)
+  return record
 
 
-def target_scale(labels):
-  """(mean, std) of regression targets [n, targets] as float32 [targets] each (std 1 where a
-  target is constant): training fits (y - mean) / std, and predictions are mapped back."""
-  mean = labels.mean(0).astype(np.float32)
-  std = labels.std(0).astype(np.float32)
-  return mean, np.where(std > 0, std, 1).astype(np.float32)
+# ---------------------------------------------------------------- validation and selection
 
 
-def evaluate(state, eval_fn, images, labels, batch_size: int, mesh, task: str,
-             scale=None) -> dict:
-  """Loss and `jmed.metrics.classification_metrics` of `state` over every example (for
-  'survival': `jmed.survival.survival_metrics`, the C-index and the Cox loss over the split; for
-  'regression': `jmed.metrics.regression_metrics` in the targets' own units, where `scale` is
-  `target_scale` of the training targets and the loss is the MSE of standardised targets)."""
-  totals = {'loss_sum': 0.0, 'correct': 0.0, 'count': 0.0}
-  probs = []
-  scaled = labels if scale is None else (labels - scale[0]) / scale[1]
+def _validate(run: _Run, state, record: dict, best: Optional[dict]) -> Optional[dict]:
+  """Adds the epoch's validation metrics (and DP-SGD's epsilon) to `record`; saves the best
+  checkpoint when the selection metric improves. Returns the best so far."""
+  if run.privacy:
+    record['epsilon'] = _budget(run.cfg, len(run.train_split[0]), record['step'])['epsilon']
+  if run.best_manager is None:
+    return best
+  val = _evaluate_split(run, state, 'validation')
+  record.update({f'val_{k}': v for k, v in val.items() if _loggable(v)})
+  value = val[run.metric]
+  if _improves(value, best, run.task.lower_is_better(run.metric)):
+    best = {'epoch': record['epoch'], 'step': record['step'], 'metric': f'val_{run.metric}',
+            'value': value, 'lower_is_better': run.task.lower_is_better(run.metric),
+            'val': val}
+    checkpoint.save(run.best_manager, state, wait=True)
+    if run.primary:
+      write_json(run.path('best.json'), best)
+  record['best_epoch'] = best['epoch'] if best else None
+  return best
+
+
+def _loggable(value) -> bool:
+  """Whether a metric goes in the metrics log: numbers and lists of numbers (per label or
+  class), not an ensemble's per-member dicts."""
+  if isinstance(value, dict):
+    return False
+  return not (isinstance(value, list) and value and isinstance(value[0], dict))
+
+
+def _improves(value, best: Optional[dict], lower_is_better: bool) -> bool:
+  """Whether validation `value` beats the best so far (ties keep the earlier checkpoint)."""
+  if value is None or not math.isfinite(value):
+    return False
+  if best is None:
+    return True
+  return value < best['value'] if lower_is_better else value > best['value']
+
+
+def _evaluate_split(run: _Run, state, split: str) -> dict:
+  return evaluate(state, run.eval_fn, *run.dataset.splits[split], run.cfg.eval_batch_size,
+                  run.mesh, run.task, members=run.ensemble is not None)
+
+
+def evaluate(state, eval_fn, inputs, labels, batch_size: int, mesh, task,
+             members: bool = False) -> dict:
+  """The task's metrics of `state` over every example of a split, plus the mean 'loss' (unless
+  the task computes the split's own, as the Cox loss).
+
+  Args:
+    state: a `TrainState` replicated over `mesh` (an ensemble state when `members`).
+    eval_fn: the jitted `steps.eval_step` with `task` bound (vmapped for an ensemble).
+    inputs, labels: the split, [n, ...].
+    batch_size: global eval batch, a multiple of the mesh's devices.
+    mesh: the device mesh.
+    task: a `jmed.tasks.Task` (or its name).
+    members: `state` is an ensemble: the metrics are those of the combined prediction
+      (`task.combine`), with 'members' (each member's metrics) and 'mean_member' added, and for
+      probabilistic tasks the NLL, mean predictive entropy and mutual information.
+  """
+  task = tasks.get(task)
+  totals, predictions = _predict(state, eval_fn, inputs, labels, batch_size, mesh, members)
+  losses = totals['loss_sum'] / totals['count']  # [members] for an ensemble
+  if not members:
+    return _with_loss(task.evaluate(predictions, labels), losses)
+  from jmed import uncertainty  # pylint: disable=g-import-not-at-top
+  return uncertainty.ensemble_metrics(task, predictions, labels, losses)
+
+
+def _with_loss(metrics: dict, loss) -> dict:
+  metrics.setdefault('loss', float(loss))
+  return metrics
+
+
+def _predict(state, eval_fn, inputs, labels, batch_size, mesh, members: bool):
+  """(summed 'loss_sum' and 'count', predictions [n, ...] or [members, n, ...]) of a split."""
+  totals = {'loss_sum': 0.0, 'count': 0.0}
+  predictions = []
   rows = parallel.local_rows(batch_size, mesh)  # this process's share of each batch
-  for batch in jdata.eval_batches(images, scaled, batch_size, rows=rows):
+  for batch in pipeline.eval_batches(inputs, labels, batch_size, rows=rows):
     out = parallel.to_host(eval_fn(state, parallel.shard_batch(batch, mesh)))
     for k in totals:
-      totals[k] += float(out[k])
-    probs.append(out['probs'])  # the whole global batch, gathered from every process
-  if not math.isclose(totals['count'], len(labels)):
-    raise AssertionError(f'evaluated {totals["count"]} examples of {len(labels)}')
-  probs = np.concatenate(probs)[:len(labels)]  # padding is at the end of the last batch only
-  if task == 'survival':  # the Cox loss couples examples: compute it over the whole split
-    return survival.survival_metrics(probs, labels[:, 0], labels[:, 1])
-  if task == 'regression':
-    predictions = probs
-    if scale is not None:
-      predictions = predictions * scale[1] + scale[0]
-    result = jmetrics.regression_metrics(predictions, labels)
-  else:
-    result = jmetrics.classification_metrics(probs, labels, task=task)
-  result['loss'] = totals['loss_sum'] / totals['count']
-  return result
+      totals[k] = totals[k] + np.asarray(out[k], np.float64)
+    predictions.append(out['predictions'])  # the whole global batch, gathered from every process
+  count = np.ravel(totals['count'])[0]
+  if not math.isclose(count, len(labels)):
+    raise AssertionError(f'evaluated {count} examples of {len(labels)}')
+  axis = 1 if members else 0
+  predictions = np.concatenate(predictions, axis=axis)  # padding: only at the end
+  return totals, np.take(predictions, np.arange(len(labels)), axis=axis)
+
+
+# ---------------------------------------------------------------- the end of a run
+
+
+def _finish(run: _Run, state, best: Optional[dict], step: int, stopped_early: bool,
+            wall_start: float) -> dict:
+  """Scores the test split at the best checkpoint and at the last step; writes summary.json
+  (and an ensemble's reliability diagram)."""
+  cfg, timing = run.cfg, run.timing
+  last_test = _evaluate_split(run, state, 'test')
+  test = last_test
+  if best is not None:  # report the test split at the checkpoint validation picked
+    best_state = checkpoint.restore_latest(run.best_manager, state)
+    test = _evaluate_split(run, best_state, 'test')
+  summary = {
+      'model': cfg.model, 'dataset': run.dataset.name, 'task': run.task.name, 'steps': step,
+      'epochs': cfg.epochs, 'batch_size': cfg.batch_size, 'devices': run.mesh.devices.size,
+      'processes': jax.process_count(), 'dtype': cfg.dtype,
+      'best': best, 'stopped_early': stopped_early, **run.task.summary(),
+      **({'privacy': _budget(cfg, len(run.train_split[0]), step)} if run.privacy else {}),
+      **{f'test_{k}': v for k, v in test.items()},
+      **{f'last_test_{k}': v for k, v in last_test.items()},
+      'train_images_per_sec': timing['train_examples'] / max(timing['train_seconds'], 1e-9),
+      'compile_seconds': timing['compile_seconds'],
+      'wall_seconds': time.perf_counter() - wall_start,
+  }
+  if run.ensemble:
+    summary.update(members=run.ensemble.members, seeds=run.ensemble.seeds(cfg.seed),
+                   independent_shuffles=run.ensemble.independent_shuffles)
+  if run.primary:
+    write_json(run.path('summary.json'), summary)
+  return summary
+
+
+def _budget(cfg: TrainConfig, num_examples: int, step: int) -> dict:
+  """The privacy spent after `step` steps (epsilon is None without noise: no guarantee)."""
+  if cfg.privacy.noise_multiplier == 0:
+    return {'epsilon': None, 'noise_multiplier': 0.0, 'steps': step}
+  return jprivacy.budget(cfg.privacy, cfg.batch_size, num_examples, step)
+
+
+# ---------------------------------------------------------------- files
 
 
 class _MetricsLog:
@@ -154,209 +596,6 @@ class _MetricsLog:
       self._file.close()
 
 
-def _raise_if_non_finite(losses, first_step: int, ckpt_dir: str, manager) -> None:
-  bad = np.flatnonzero(~np.isfinite(losses))
-  if bad.size:
-    step = first_step + int(bad[0])
-    last = manager.latest_step()
-    saved = f'the last checkpoint (step {last}) is in {ckpt_dir}' if last is not None else (
-        'no checkpoint was saved yet')
-    raise NonFiniteLossError(
-        f'Training loss is {losses[bad[0]]} at step {step}; stopping. Metrics so far are in the '
-        f'metrics log and {saved}. Try a lower learning rate or gradient clipping.')
-
-
-def fit(cfg: TrainConfig, dataset=None) -> dict:
-  """Trains `cfg.model` on `cfg.dataset`; returns the final summary (also in summary.json).
-
-  Args:
-    cfg: the run's config.
-    dataset: an already loaded `jmed.data.Dataset` (default: `load_dataset(cfg.dataset, ...)`).
-  """
-  wall_start = time.perf_counter()
-  for field in ('epochs', 'batch_size', 'eval_batch_size', 'steps_per_dispatch'):
-    if getattr(cfg, field) < 1:
-      raise ValueError(f'{field} must be >= 1, got {getattr(cfg, field)}.')
-  if cfg.early_stopping_patience < 0:
-    raise ValueError(f'early_stopping_patience must be >= 0, got {cfg.early_stopping_patience}.')
-  if dataset is None:
-    dataset = jdata.load_dataset(cfg.dataset, data_dir=cfg.data_dir, tfds_dir=cfg.tfds_dir,
-                                 text=cfg.text, molecule=cfg.molecule)
-  metric = select_metric(cfg.select_metric, dataset.task)
-  class_weights = class_weights_for(cfg, dataset)  # checked before anything is written
-  privacy = _privacy(cfg, dataset.task)
-  augment = None if cfg.augment == 'none' else jaugment.get_augment(cfg.augment)
-  train_images, train_labels = dataset.splits['train']
-  scale = target_scale(train_labels) if dataset.task == 'regression' else None
-  if scale is not None:  # train on standardised targets; metrics map predictions back
-    train_labels = (train_labels - scale[0]) / scale[1]
-  steps_per_epoch = len(train_images) // cfg.batch_size
-  if steps_per_epoch == 0:
-    raise ValueError(f'batch_size {cfg.batch_size} exceeds the {len(train_images)} training '
-                     'examples.')
-  total_steps = cfg.epochs * steps_per_epoch
-  last_step = min(total_steps, cfg.max_steps) if cfg.max_steps else total_steps
-
-  mesh = parallel.make_mesh()
-  parallel.check_batch_size(cfg.batch_size, mesh)
-  parallel.check_batch_size(cfg.eval_batch_size, mesh)
-
-  model = build_model(cfg, dataset)
-  tx = make_optimizer(cfg.optimizer, total_steps)
-  state = create_train_state(model, tx, train_images[:1], cfg.seed)
-  if privacy and state.batch_stats:
-    raise ValueError(f'DP-SGD needs per-example gradients, which BatchNorm statistics do not '
-                     f'allow: model {cfg.model!r} has {sorted(state.batch_stats)}; use a model '
-                     'without BatchNorm.')
-  state = parallel.replicate(state, mesh)
-
-  primary = distributed.is_primary()  # one process writes the logs and JSON files
-  os.makedirs(cfg.output_dir, exist_ok=True)
-  ckpt_dir = os.path.join(cfg.output_dir, 'checkpoints')
-  manager = checkpoint.make_manager(ckpt_dir, cfg.keep_checkpoints)
-  if cfg.resume:
-    state = checkpoint.restore_latest(manager, state)
-  elif manager.latest_step() is not None:
-    raise FileExistsError(f'{ckpt_dir} already holds checkpoints; pass resume=True (--resume) to '
-                          'continue that run or choose another output_dir.')
-  step = int(parallel.to_host(state.step))
-  if primary:
-    write_json(os.path.join(cfg.output_dir, 'config.json'), dataclasses.asdict(cfg))
-    if dataset.tokenizer is not None:  # what turns new text into this model's inputs
-      dataset.tokenizer.save(os.path.join(cfg.output_dir, 'tokenizer.json'))
-  log = _MetricsLog(os.path.join(cfg.output_dir, 'metrics.jsonl') if primary else None,
-                    step if cfg.resume else None)
-
-  task = dataset.task
-  train_fn = parallel.data_parallel(
-      steps.bind(steps.train_steps, task, augment, class_weights, privacy), mesh,
-      batch_axis=1)
-  eval_fn = jax.jit(steps.bind(steps.eval_step, task))
-  best = _read_best(cfg.output_dir) if cfg.resume else None
-  stopped_early = False
-  timing = {'train_seconds': 0.0, 'train_images': 0, 'compile_seconds': 0.0, 'compiled': set()}
-  val_split = 'validation' if 'validation' in dataset.splits else None
-  best_manager = (checkpoint.make_manager(os.path.join(cfg.output_dir, 'best'), 1)
-                  if val_split else None)  # the best checkpoint by validation metric
-  if best_manager and not cfg.resume and best_manager.latest_step() is not None:
-    raise FileExistsError(f'{cfg.output_dir}/best already holds a checkpoint of another run; '
-                          'pass resume=True (--resume) or choose another output_dir.')
-  bar = tqdm(total=last_step, initial=step, unit='step', disable=not (cfg.progress and primary),
-             dynamic_ncols=True)
-  try:
-    for epoch in range(step // steps_per_epoch, cfg.epochs):
-      if step >= last_step:
-        break
-      state, record = _train_epoch(
-          cfg, state, train_fn, mesh, manager, ckpt_dir, (train_images, train_labels), epoch,
-          step, min(last_step, (epoch + 1) * steps_per_epoch), timing, bar)
-      step = record['step']
-      if task == 'regression':  # no notion of right or wrong
-        record.pop('train_accuracy')
-      if privacy:
-        record['epsilon'] = _budget(cfg, len(train_images), step)['epsilon']
-      if val_split:
-        val = evaluate(state, eval_fn, *dataset.splits[val_split], cfg.eval_batch_size, mesh,
-                       task, scale)
-        record.update({f'val_{k}': v for k, v in val.items()})
-        if _improves(val[metric], best, metric):
-          best = {'epoch': epoch, 'step': step, 'metric': f'val_{metric}',
-                  'value': val[metric], 'val': val}
-          checkpoint.save(best_manager, state, wait=True)
-          if primary:
-            write_json(os.path.join(cfg.output_dir, 'best.json'), best)
-        record['best_epoch'] = best['epoch'] if best else None
-      log.write(record)
-      checkpoint.save(manager, state)
-      if (best and cfg.early_stopping_patience
-          and epoch - best['epoch'] >= cfg.early_stopping_patience):
-        stopped_early = True
-        break
-  finally:
-    bar.close()
-    manager.wait_until_finished()
-    log.close()
-
-  split_data = (*dataset.splits['test'], cfg.eval_batch_size, mesh, task, scale)
-  last_test = evaluate(state, eval_fn, *split_data)
-  if best is not None:  # report the test split at the checkpoint validation picked
-    test = evaluate(checkpoint.restore_latest(best_manager, state), eval_fn, *split_data)
-  else:
-    test = last_test
-  summary = {
-      'model': cfg.model, 'dataset': dataset.name, 'task': task, 'steps': step,
-      'epochs': cfg.epochs, 'batch_size': cfg.batch_size, 'devices': mesh.devices.size,
-      'processes': jax.process_count(), 'dtype': cfg.dtype,
-      'best': best, 'stopped_early': stopped_early,
-      **({'target_scale': {'mean': scale[0].tolist(), 'std': scale[1].tolist()}}
-         if scale is not None else {}),
-      **({'privacy': _budget(cfg, len(train_images), step)} if privacy else {}),
-      **{f'test_{k}': v for k, v in test.items()},
-      **{f'last_test_{k}': v for k, v in last_test.items()},
-      'train_images_per_sec': timing['train_images'] / max(timing['train_seconds'], 1e-9),
-      'compile_seconds': timing['compile_seconds'],
-      'wall_seconds': time.perf_counter() - wall_start,
-  }
-  if primary:
-    write_json(os.path.join(cfg.output_dir, 'summary.json'), summary)
-  return summary
-
-
-def class_weights_for(cfg: TrainConfig, dataset):
-  """`cfg.class_weights` resolved on `dataset`'s training labels: None or a tuple per class."""
-  if cfg.class_weights == 'none':
-    return None
-  if cfg.class_weights != 'balanced' or dataset.task not in ('binary', 'multiclass'):
-    raise ValueError(f"class_weights must be 'none', or 'balanced' for a single-label task; got "
-                     f'{cfg.class_weights!r} for {dataset.task!r}.')
-  return steps.balanced_class_weights(dataset.splits['train'][1], dataset.num_classes)
-
-
-def _privacy(cfg: TrainConfig, task: str):
-  """(l2_clip, noise_multiplier) for a DP-SGD run, else None; checked before anything is
-  written."""
-  if not cfg.privacy.enabled:
-    return None
-  jprivacy.check_config(cfg.privacy)
-  if task == 'survival':
-    raise ValueError("DP-SGD needs per-example gradients; the Cox loss of task 'survival' "
-                     'couples examples in a batch.')
-  return (float(cfg.privacy.l2_clip), float(cfg.privacy.noise_multiplier))
-
-
-def _budget(cfg: TrainConfig, num_examples: int, step: int) -> dict:
-  """The privacy spent after `step` steps (epsilon is None without noise: no guarantee)."""
-  if cfg.privacy.noise_multiplier == 0:
-    return {'epsilon': None, 'noise_multiplier': 0.0, 'steps': step}
-  return jprivacy.budget(cfg.privacy, cfg.batch_size, num_examples, step)
-
-
-def build_model(cfg: TrainConfig, dataset):
-  """`cfg.model` sized for `dataset` (classes, vocabulary, ...) with `cfg.model_kwargs`."""
-  kwargs = dict(num_classes=dataset.num_classes, dropout_rate=cfg.dropout_rate,
-                dtype=jnp.dtype(cfg.dtype), **dataset.model_kwargs)
-  kwargs.update(cfg.model_kwargs)
-  try:
-    return models.get_model(cfg.model, **kwargs)
-  except TypeError as e:
-    hint = ''
-    if 'vocab_size' in str(e):
-      hint = (' (the inputs are token ids: use a sequence model such as transformer, gru or '
-              'text_cnn, or fingerprints for molecules: --molecule-features fingerprint)')
-    raise ValueError(f'model {cfg.model!r} does not fit dataset {dataset.name!r} with '
-                     f'{sorted(kwargs)}: {e}{hint}') from None
-
-
-def _improves(value, best, metric: str) -> bool:
-  """Whether validation `value` beats the best so far (`MINIMIZED` metrics are minimised, the
-  rest maximised)."""
-  if value is None or not math.isfinite(value):
-    return False
-  if best is None:
-    return True
-  return value < best['value'] if metric in MINIMIZED else value > best['value']
-
-
 def _read_best(output_dir: str):
   path = os.path.join(output_dir, 'best.json')
   if not os.path.exists(path):
@@ -372,73 +611,3 @@ def write_json(path: str, obj) -> None:
   with open(tmp, 'w') as f:
     json.dump(obj, f, indent=2)
   os.replace(tmp, path)
-
-
-def _train_epoch(cfg, state, train_fn, mesh, manager, ckpt_dir, train_split, epoch,
-                 first_step, last_step, timing, bar):
-  """Runs steps [first_step, last_step) of `epoch`; returns (state, the epoch's record).
-
-  The loss of each dispatch is read one dispatch later, so checking it for NaN never stalls
-  the device. The first dispatch of each size (which compiles) is timed apart from training.
-  """
-  sums = {'loss_sum': 0.0, 'correct': 0.0, 'count': 0}
-  pending = None  # (first step, metrics) of the dispatch whose results are not yet read
-  epoch_start = steady_start = time.perf_counter()
-  groups = jdata.prefetch(
-      _dispatch_groups(train_split, cfg, epoch, first_step, last_step,
-                       parallel.local_rows(cfg.batch_size, mesh)),
-      transform=lambda g: (g[0], parallel.shard_batch(g[1], mesh, batch_axis=1)))
-
-  def consume(pending):
-    group_step, metrics = pending
-    metrics = parallel.to_host(metrics)
-    _raise_if_non_finite(metrics['loss_sum'] / metrics['count'], group_step, ckpt_dir, manager)
-    for k in metrics:
-      sums[k] = sums.get(k, 0) + metrics[k].sum()
-
-  step = first_step
-  try:
-    for group_step, batches in groups:
-      k = int(batches['label'].shape[0])
-      compiles = k not in timing['compiled']  # a new dispatch size compiles: time it apart
-      if compiles:
-        jax.block_until_ready(state.step)
-        t0 = time.perf_counter()
-        timing['train_seconds'] += t0 - steady_start
-      state, metrics = train_fn(state, batches)
-      if compiles:
-        jax.block_until_ready(state.step)
-        steady_start = time.perf_counter()
-        timing['compile_seconds'] += steady_start - t0
-        timing['compiled'].add(k)
-      else:
-        timing['train_images'] += k * cfg.batch_size
-      if pending is not None:
-        consume(pending)
-      pending = (group_step, metrics)
-      step = group_step + k
-      if cfg.checkpoint_every and step // cfg.checkpoint_every > group_step // cfg.checkpoint_every:
-        consume(pending)  # never checkpoint a state whose loss was not checked
-        pending = None
-        checkpoint.save(manager, state)
-      bar.update(k)
-      if sums['count']:
-        seconds = timing['train_seconds'] + time.perf_counter() - steady_start
-        rate = timing['train_images'] / max(seconds, 1e-9)  # compilation excluded
-        bar.set_postfix(epoch=epoch, loss=f'{sums["loss_sum"] / sums["count"]:.4f}',
-                        img_s=f'{rate:.0f}', refresh=False)
-  finally:
-    groups.close()  # stops the producer thread on an error too
-  if pending is not None:
-    consume(pending)
-  jax.block_until_ready(state.step)
-  end = time.perf_counter()
-  timing['train_seconds'] += end - steady_start
-  count = max(sums['count'], 1)
-  record = {'epoch': epoch, 'step': step, 'train_loss': float(sums['loss_sum'] / count),
-            'train_accuracy': float(sums['correct'] / count),
-            'epoch_seconds': end - epoch_start,
-            'images_per_sec': float(sums['count'] / (end - epoch_start))}
-  if 'clipped' in sums:  # DP-SGD: share of per-example gradients the clip bound cut
-    record['train_clipped_fraction'] = float(sums['clipped'] / count)
-  return state, record

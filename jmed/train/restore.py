@@ -10,6 +10,7 @@ restoring needs neither the optimizer nor its state.
   logits = model.apply(variables, images)
 """
 
+import dataclasses
 import logging
 import os
 from typing import Optional, Tuple
@@ -18,7 +19,6 @@ import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
-from jmed import data as jdata
 from jmed import configs
 from jmed.configs import TrainConfig
 from jmed.train import loop
@@ -39,15 +39,14 @@ def read_config(run_dir: str) -> TrainConfig:
   return configs.load_config(path)
 
 
-def load_run_dataset(cfg: TrainConfig, data_dir: Optional[str] = None) -> jdata.Dataset:
+def load_run_dataset(cfg: TrainConfig, data_dir: Optional[str] = None):
   """The run's dataset, loaded as `fit` loaded it (text: the same tokenizer is re-learned).
 
   Args:
     cfg: the run's config.
     data_dir: overrides `cfg.data_dir` (e.g. when the run was trained elsewhere).
   """
-  return jdata.load_dataset(cfg.dataset, data_dir=data_dir or cfg.data_dir,
-                            tfds_dir=cfg.tfds_dir, text=cfg.text, molecule=cfg.molecule)
+  return loop.load_dataset(dataclasses.replace(cfg, data_dir=data_dir or cfg.data_dir))
 
 
 def _checkpoint_dir(run_dir: str, which: str) -> str:
@@ -68,7 +67,7 @@ def _has_steps(directory: str) -> bool:
   return os.path.isdir(directory) and any(name.isdigit() for name in os.listdir(directory))
 
 
-def load_run(run_dir: str, which: str = 'best', *, dataset: Optional[jdata.Dataset] = None,
+def load_run(run_dir: str, which: str = 'best', *, dataset=None,
              data_dir: Optional[str] = None) -> Tuple[TrainConfig, object, dict]:
   """Loads a finished (or interrupted) run's model and variables.
 
@@ -97,8 +96,8 @@ def load_run(run_dir: str, which: str = 'best', *, dataset: Optional[jdata.Datas
   shapes = jax.eval_shape(
       lambda x: model.init({'params': jax.random.key(0), 'dropout': jax.random.key(0)}, x,
                            train=False), sample)
-  state = {k: v for k, v in shapes.items() if k != 'intermediates'}
-  target = {'params': state.pop('params'), 'batch_stats': state}  # as checkpoint.py stores it
+  model_state = {k: v for k, v in shapes.items() if k not in ('params', 'intermediates')}
+  target = {'params': shapes['params'], 'model_state': model_state}  # as checkpoint.py stores it
   sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   target = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
                         target)
@@ -107,5 +106,5 @@ def load_run(run_dir: str, which: str = 'best', *, dataset: Optional[jdata.Datas
     restored = manager.restore(step, args=ocp.args.PyTreeRestore(
         item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
         partial_restore=True))
-  variables = {'params': restored['params'], **restored['batch_stats']}
+  variables = {'params': restored['params'], **restored['model_state']}
   return cfg, model, variables

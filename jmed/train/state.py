@@ -13,12 +13,19 @@ class TrainState(train_state.TrainState):
   """flax's TrainState (step, apply_fn, params, tx, opt_state) plus model state and a PRNG key.
 
   Attributes:
-    batch_stats: mutable model collections such as BatchNorm statistics ({} if none).
+    model_state: the model's variable collections other than 'params', as flax names them:
+      `{'batch_stats': ...}` for a model with BatchNorm, `{}` for one without. A model is
+      applied to `{'params': state.params, **state.model_state}`.
     rng: base key; each step folds in its step number for dropout.
   """
 
-  batch_stats: Any = flax.struct.field(default_factory=dict)
+  model_state: Any = flax.struct.field(default_factory=dict)
   rng: jax.Array = None
+
+  @property
+  def variables(self) -> dict:
+    """`{'params': ..., **model_state}`: what `apply_fn` takes."""
+    return {'params': self.params, **self.model_state}
 
 
 def create_train_state(model, tx: optax.GradientTransformation, sample_input, seed: int):
@@ -30,7 +37,7 @@ def create_train_state(model, tx: optax.GradientTransformation, sample_input, se
   variables = model.init({'params': init_rng, 'dropout': init_rng}, jnp.asarray(sample_input),
                          train=False)
   params = variables['params']
-  # Everything but the parameters and what modules sow for inspection is model state.
-  batch_stats = {k: v for k, v in variables.items() if k not in ('params', 'intermediates')}
-  return TrainState.create(apply_fn=model.apply, params=params, tx=tx, batch_stats=batch_stats,
+  # Every collection but the parameters and what modules sow for inspection is model state.
+  model_state = {k: v for k, v in variables.items() if k not in ('params', 'intermediates')}
+  return TrainState.create(apply_fn=model.apply, params=params, tx=tx, model_state=model_state,
                            rng=step_rng)

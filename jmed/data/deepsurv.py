@@ -33,7 +33,7 @@ from typing import Dict, Tuple
 
 import numpy as np
 
-from jmed.data.errors import DataError, MissingDataError
+from jmed.errors import DataError, MissingDataError
 
 NAMES = ('metabric', 'support')
 FILES = {'metabric': 'metabric_IHC4_clinical_train_test.h5',
