@@ -267,12 +267,6 @@ PRIVACY_RECIPE = TrainConfig(
     optimizer=OptimizerConfig(name='sgd', learning_rate=0.5),
     privacy=PrivacyConfig(l2_clip=1.0), output_dir='runs/privacy_pneumoniamnist')
 
-# Test C-index reported by Katzman et al. 2018 (DeepSurv), Table 2: linear Cox PH and DeepSurv.
-DEEPSURV_PAPER = {
-    'metabric': {'CoxPH': 0.631, 'DeepSurv': 0.654},
-    'support': {'CoxPH': 0.583, 'DeepSurv': 0.618},
-}
-
 
 def _molecule_recipe(model: str, dataset: str, model_kwargs: dict, *, epochs: int,
                      max_length: int, learning_rate: float, dropout_rate: float) -> TrainConfig:
@@ -314,20 +308,4 @@ MOLECULE_RECIPES = {
     'tox21': _molecule_recipes('tox21', 128, transformer=(8, 1e-3, 0.1, 'mean'),
                                gru=(10, 3e-3, 0.1, 'attention'),
                                text_cnn=(20, 3e-3, 0.2, None)),
-}
-
-# Test numbers of Wu et al. 2018, "MoleculeNet", Chem. Sci. 9, 513, Table 3 (the best
-# conventional and the best graph-based model per dataset, mean of 3 runs, on MoleculeNet's
-# split: ESOL random, RMSE in log(mol/L); BBBP scaffold, ROC-AUC; Tox21 random, mean ROC-AUC
-# over the 12 tasks). We could not open the paper itself; the values are as quoted from it by
-# Chemprop's README ("MolNet Best Model": ESOL 0.58 ± 0.03, BBBP 0.729, Tox21 0.829 ± 0.006),
-# by a reproduction note citing Table 3 (ESOL XGBoost 0.99 / MPNN 0.58; Tox21 KernelSVM 0.822
-# / GC 0.829) and by the first Chemprop README's "GraphConv (deepchem)" column (BBBP GC
-# 0.690 ± 0.009; that this is Table 3's own graph-based BBBP entry is unconfirmed). The paper's
-# random-forest results are in its figures and supplementary tables, which we could not read,
-# so no RF number is listed: the RF row of the comparison is measured, not quoted.
-MOLECULENET_PAPER = {
-    'esol': {'XGBoost': 0.99, 'MPNN': 0.58},
-    'bbbp': {'KernelSVM': 0.729, 'GC': 0.690},
-    'tox21': {'KernelSVM': 0.822, 'GC': 0.829},
 }

@@ -37,7 +37,8 @@ def jmed_round(dataset, args, steps_per_dispatch) -> float:
 def keras_round(dataset, args) -> float:
   import keras_seed
   x, y = dataset.splits['train']
-  model = keras_seed.compile_model(keras_seed.build_model(dataset.num_classes, x.shape[1:]))
+  model = keras_seed.compile_model(keras_seed.build_model(dataset.num_classes,
+                                                          dataset.input_shape))
   model.fit(x[:20 * args.batch_size], y[:20 * args.batch_size], batch_size=args.batch_size,
             epochs=1, verbose=0)  # warm-up: tracing and graph building
   start = time.perf_counter()

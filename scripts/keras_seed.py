@@ -48,18 +48,19 @@ def main(argv=None) -> int:
 
   import keras
   from jmed import data as jdata
-  from jmed import metrics as jmetrics
+  from jmed import tasks
 
   keras.utils.set_random_seed(args.seed)
   ds = jdata.load_dataset(args.dataset, data_dir=args.data_dir)
   (x, y), (xt, yt) = ds.splits['train'], ds.splits['test']
-  model = compile_model(build_model(ds.num_classes, ds.image_shape))
+  model = compile_model(build_model(ds.num_classes, ds.input_shape))
   start = time.perf_counter()
   model.fit(x, y, batch_size=args.batch_size, epochs=args.epochs, verbose=2)
   seconds = time.perf_counter() - start
-  probs = model.predict(xt, batch_size=500, verbose=0)
+  probs = model.predict(xt, batch_size=500, verbose=0)  # [n, classes] softmax
+  metrics = tasks.get(ds.task).evaluate(probs, yt)
   summary = {'peer': 'keras', 'backend': keras.backend.backend(), 'dataset': args.dataset,
-             **{f'test_{k}': v for k, v in jmetrics.classification_metrics(probs, yt).items()},
+             **{f'test_{k}': v for k, v in metrics.items()},
              'train_images_per_sec': args.epochs * len(x) / seconds, 'wall_seconds': seconds}
   print(json.dumps(summary, indent=2))
   return 0

@@ -1,4 +1,6 @@
-"""jmed.perf: FLOPs from XLA's cost analysis, peak table, MFU, timing and the throughput CLI."""
+"""jmed.perf (FLOPs from XLA's cost analysis, peak table, MFU, timing) and the throughput
+benchmark of scripts/bench_throughput.py (its model catalogue, one configuration, the table, the
+CLI)."""
 
 import json
 import math
@@ -14,6 +16,9 @@ import pytest
 
 from jmed import perf
 from conftest import REPO
+
+sys.path.insert(0, str(REPO / 'scripts'))
+import bench_throughput  # noqa: E402  (scripts/bench_throughput.py)
 
 M, K, N = 64, 256, 512  # x [M, K] @ w [K, N]: 2 * M * K * N FLOPs
 
@@ -147,13 +152,13 @@ def test_time_steps_threads_state_and_takes_a_batch_or_an_iterator():
 
 def test_fit_images_upsamples_and_tiles_channels():
   images = np.arange(2 * 2 * 2, dtype=np.float32).reshape(2, 2, 2, 1)
-  out = perf.fit_images(images, (8, 8, 3))
+  out = bench_throughput.fit_images(images, (8, 8, 3))
   assert out.shape == (2, 8, 8, 3)
   np.testing.assert_array_equal(out[:, ::4, ::4, 0], images[..., 0])
   np.testing.assert_array_equal(out[..., 0], out[..., 2])
-  assert perf.fit_images(images, (2, 2, 1)) is images
+  assert bench_throughput.fit_images(images, (2, 2, 1)) is images
   with pytest.raises(ValueError):
-    perf.fit_images(images, (5, 5, 1))
+    bench_throughput.fit_images(images, (5, 5, 1))
 
 
 def _check_row(row, spec, batch_size, dtype):
@@ -170,10 +175,11 @@ def _check_row(row, spec, batch_size, dtype):
 
 
 def test_benchmark_seed_cnn_synthetic_and_real_data(data_dir):
-  spec = perf.bench_models('smoke')['seed_cnn']
-  real = perf.real_data(spec, data_dir, max_examples=64)
+  spec = bench_throughput.bench_models('smoke')['seed_cnn']
+  real = bench_throughput.real_data(spec, data_dir, max_examples=64)
   assert real[0].shape == (64, 28, 28, 1) and real[1].shape == (64,)
-  row = perf.benchmark(spec, 8, 'float32', steps=2, warmup=1, real=real, peak_tflops=1.0)
+  row = bench_throughput.benchmark(spec, 8, 'float32', steps=2, warmup=1, real=real,
+                                   peak_tflops=1.0)
   _check_row(row, spec, 8, 'float32')
   assert row['step_ms_real_data'] > 0 and row['examples_per_sec_real_data'] > 0
   assert row['tokens_per_sec'] is None
@@ -187,8 +193,8 @@ def test_benchmark_seed_cnn_synthetic_and_real_data(data_dir):
 
 
 def test_benchmark_transformer_reports_tokens_per_second():
-  spec = perf.bench_models('smoke')['transformer']
-  row = perf.benchmark(spec, 8, 'float32', steps=2, warmup=1)
+  spec = bench_throughput.bench_models('smoke')['transformer']
+  row = bench_throughput.benchmark(spec, 8, 'float32', steps=2, warmup=1)
   _check_row(row, spec, 8, 'float32')
   assert row['tokens_per_sec'] == pytest.approx(row['examples_per_sec'] * spec.input_shape[0])
   assert row['step_ms_real_data'] is None  # no real data given
@@ -198,9 +204,9 @@ def test_benchmark_transformer_reports_tokens_per_second():
 
 def test_unknown_model_and_failed_rows():
   with pytest.raises(ValueError, match='unknown benchmark models'):
-    perf.run(['resnet9000'], size='smoke')
-  table = perf.markdown_table([{'model': 'x', 'dtype': 'float32', 'batch_size': 1,
-                                'error': 'XlaRuntimeError: RESOURCE_EXHAUSTED'}])
+    bench_throughput.run(['resnet9000'], size='smoke')
+  table = bench_throughput.markdown_table([{'model': 'x', 'dtype': 'float32', 'batch_size': 1,
+                                            'error': 'XlaRuntimeError: RESOURCE_EXHAUSTED'}])
   assert 'failed: XlaRuntimeError' in table
 
 
