@@ -11,6 +11,7 @@ import pytest
 
 from conftest import real_data_dir, run_without_tensorflow
 from jmed import data
+from jmed.data import datasets
 from jmed.data import medmnist
 from jmed.data import mnist
 
@@ -48,7 +49,7 @@ def pneumonia(tmp_path_factory):
 def test_mnist_offline_protocol(mnist_ds):
   assert mnist_ds.sizes == {'train': 8_000, 'test': 2_000}
   assert (mnist_ds.num_classes, mnist_ds.task) == (10, 'multiclass')
-  assert mnist_ds.image_shape == (28, 28, 1)
+  assert mnist_ds.input_shape == (28, 28, 1)
   raw_labels = mnist.read_idx(T10K_LABELS, ndim=1)
   for split, (images, labels) in mnist_ds.splits.items():
     assert images.dtype == np.float32 and images.shape[1:] == (28, 28, 1)
@@ -123,6 +124,25 @@ def test_one_train_file_without_its_companion_is_an_error(tmp_path):
     data.load_dataset('mnist', data_dir=tmp_path)
 
 
+def test_mnist_segmentation_masks_and_validation_split(data_dir, mnist_ds):
+  dataset = data.load_dataset('mnist_segmentation', data_dir=data_dir)
+  assert (dataset.task, dataset.num_classes) == ('segmentation', 11)
+  assert dataset.input_shape == (28, 28, 1)
+  assert dataset.sizes == {'train': 7_000, 'validation': 1_000, 'test': 2_000}
+  for split, (images, masks) in dataset.splits.items():
+    assert masks.dtype == np.int32 and masks.shape == (len(images), 28, 28), split
+    assert masks.min() == 0 and masks.max() == 10, split
+  # 'validation' is the last 1,000 training images of MNIST, 'train' the ones before.
+  mnist_images, digits = mnist_ds.splits['train']
+  np.testing.assert_array_equal(dataset.splits['validation'][0], mnist_images[-1_000:])
+  np.testing.assert_array_equal(dataset.splits['train'][0], mnist_images[:-1_000])
+  np.testing.assert_array_equal(dataset.splits['test'][0], mnist_ds.splits['test'][0])
+  # Masks: the digit + 1 where the stroke is brighter than half, 0 (background) elsewhere.
+  images, masks = dataset.splits['validation']
+  expected = np.where(images[..., 0] > 0.5, digits[-1_000:, None, None] + 1, 0)
+  np.testing.assert_array_equal(masks, expected)
+
+
 # --- MedMNIST ----------------------------------------------------------------
 
 
@@ -131,7 +151,7 @@ def test_pneumoniamnist_through_tfds_builder(pneumonia):
   dataset, tfds_dir = pneumonia
   assert dataset.sizes == {'train': 4_708, 'validation': 524, 'test': 624}
   assert (dataset.num_classes, dataset.task) == (2, 'binary')
-  assert dataset.image_shape == (28, 28, 1)
+  assert dataset.input_shape == (28, 28, 1)
   assert np.bincount(dataset.splits['test'][1]).tolist() == [234, 390]
   assert np.bincount(dataset.splits['train'][1]).tolist() == [1_214, 3_494]
   prepared = tfds_dir / 'medmnist' / 'pneumoniamnist' / '1.0.0'
@@ -187,7 +207,9 @@ def test_medmnist_configs_cover_all_2d_subsets():
   assert medmnist.get_config('retinamnist').ordinal
   assert medmnist.get_config('pathmnist').image_shape == (28, 28, 3)
   for config in medmnist.CONFIGS:
-    assert config.task in medmnist.TASKS and len(config.md5) == 32
+    assert config.task in ('binary', 'multiclass', 'multilabel') and len(config.md5) == 32
+  # Kept twice (jmed.data.datasets must not import the TFDS builder): the lists must agree.
+  assert datasets.MEDMNIST_NAMES == medmnist.NAMES
 
 
 # --- load_dataset ------------------------------------------------------------
@@ -219,7 +241,7 @@ def test_train_batches_deterministic_per_seed_and_epoch(mnist_ds):
   images, labels = mnist_ds.splits['train']
 
   def epoch_labels(seed, epoch):
-    return np.concatenate([b['label'] for b in data.train_batches(
+    return np.concatenate([b['labels'] for b in data.train_batches(
         images, labels, 128, seed=seed, epoch=epoch)])
 
   first = epoch_labels(0, 0)
@@ -230,10 +252,10 @@ def test_train_batches_deterministic_per_seed_and_epoch(mnist_ds):
   assert len(first) == 8_000 // 128 * 128
   np.testing.assert_array_equal(first, labels[order[:len(first)]])
   batch = next(data.train_batches(images, labels, 128, seed=0, epoch=0))
-  assert batch['image'].shape == (128, 28, 28, 1)
-  assert batch['image'].dtype == np.float32 and batch['label'].dtype == np.int32
-  np.testing.assert_array_equal(batch['image'], images[order[:128]])
-  kept = sum(len(b['label']) for b in data.train_batches(
+  assert batch['inputs'].shape == (128, 28, 28, 1)
+  assert batch['inputs'].dtype == np.float32 and batch['labels'].dtype == np.int32
+  np.testing.assert_array_equal(batch['inputs'], images[order[:128]])
+  kept = sum(len(b['labels']) for b in data.train_batches(
       images, labels, 300, seed=0, epoch=0, drop_remainder=False))
   assert kept == 8_000
 
@@ -244,17 +266,17 @@ def test_eval_batches_count_every_example_once(mnist_ds):
   batches = list(data.eval_batches(images, labels, 300))
   assert len(batches) == 7
   for batch in batches:
-    assert batch['image'].shape == (300, 28, 28, 1)
-    assert batch['label'].shape == batch['mask'].shape == (300,)
-    assert batch['mask'].dtype == np.float32
-  assert batches[-1]['mask'].sum() == 200
-  assert not batches[-1]['image'][200:].any()
-  mask = np.concatenate([b['mask'] for b in batches]).astype(bool)
-  assert mask.sum() == len(labels)
+    assert batch['inputs'].shape == (300, 28, 28, 1)
+    assert batch['labels'].shape == batch['valid'].shape == (300,)
+    assert batch['valid'].dtype == np.float32
+  assert batches[-1]['valid'].sum() == 200
+  assert not batches[-1]['inputs'][200:].any()
+  valid = np.concatenate([b['valid'] for b in batches]).astype(bool)
+  assert valid.sum() == len(labels)
   np.testing.assert_array_equal(
-      np.concatenate([b['image'] for b in batches])[mask], images)
+      np.concatenate([b['inputs'] for b in batches])[valid], images)
   np.testing.assert_array_equal(
-      np.concatenate([b['label'] for b in batches])[mask], labels)
+      np.concatenate([b['labels'] for b in batches])[valid], labels)
 
 
 @needs_mnist
@@ -263,7 +285,7 @@ def test_pipeline_argument_errors(mnist_ds):
   for batch_size in (0, -4):
     with pytest.raises(ValueError, match='batch_size'):
       data.eval_batches(images, labels, batch_size)
-  with pytest.raises(ValueError, match='2000 images but 1999 labels'):
+  with pytest.raises(ValueError, match='2000 inputs but 1999 labels'):
     data.train_batches(images, labels[:-1], 8, seed=0, epoch=0)
   with pytest.raises(ValueError, match=r'inputs must be \[n, \.\.\.\]'):
     data.eval_batches(images[:, 0, 0, 0], labels, 8)
@@ -280,7 +302,7 @@ def test_prefetch_keeps_order_and_transforms_in_thread(mnist_ds):
 
   def transform(batch):
     threads.append(threading.current_thread().name)
-    return batch['label']
+    return batch['labels']
 
   got = list(data.prefetch(data.eval_batches(images, labels, 500), size=2,
                            transform=transform))

@@ -58,7 +58,7 @@ def _ece_loop(confidences, correct, num_bins):
 @pytest.mark.parametrize('threshold', [0.5, 0.3])
 def test_binary_matches_sklearn(threshold):
   probs, labels = _classification_data(300, 2)
-  out = jm.classification_metrics(probs, labels, threshold=threshold)
+  out = jm.binary_metrics(probs, labels, threshold=threshold)
   preds = (probs[:, 1] > threshold).astype(int)
   assert out['accuracy'] == pytest.approx(skm.accuracy_score(labels, preds))
   assert out['auroc'] == pytest.approx(skm.roc_auc_score(labels, probs[:, 1]))
@@ -74,7 +74,7 @@ def test_binary_matches_sklearn(threshold):
 def test_binary_accuracy_at_half_is_argmax_even_on_ties():
   probs = np.array([[0.5, 0.5], [0.3, 0.7], [0.8, 0.2], [0.5, 0.5]])
   labels = np.array([0, 1, 1, 1])
-  out = jm.classification_metrics(probs, labels)
+  out = jm.binary_metrics(probs, labels)
   assert out['accuracy'] == pytest.approx(np.mean(probs.argmax(-1) == labels)) == 0.5
 
 
@@ -92,7 +92,7 @@ def test_binary_sensitivity_specificity_helper():
 
 def test_multiclass_matches_sklearn():
   probs, labels = _classification_data(400, 5)
-  out = jm.classification_metrics(probs, labels)
+  out = jm.multiclass_metrics(probs, labels)
   preds = probs.argmax(-1)
   onehot = np.eye(5)[labels]
   assert out['accuracy'] == pytest.approx(skm.accuracy_score(labels, preds))
@@ -108,14 +108,14 @@ def test_multiclass_matches_sklearn():
 def test_multiclass_renormalises_rows_for_auroc():
   probs, labels = _classification_data(200, 4)
   scaled = probs * 0.9  # rows sum to 0.9; the AUROC sees them renormalised
-  out = jm.classification_metrics(scaled, labels)
+  out = jm.multiclass_metrics(scaled, labels)
   assert out['auroc'] == pytest.approx(skm.roc_auc_score(labels, probs, multi_class='ovr'))
 
 
 def test_multiclass_with_an_absent_class_averages_present_classes():
   probs, labels = _classification_data(300, 4)
   labels = np.where(labels == 3, 0, labels)  # class 3 never occurs
-  out = jm.classification_metrics(probs, labels)
+  out = jm.multiclass_metrics(probs, labels)
   preds = probs.argmax(-1)
   present = [0, 1, 2]
   assert out['auroc'] == pytest.approx(
@@ -127,8 +127,8 @@ def test_multiclass_with_an_absent_class_averages_present_classes():
 
 def test_two_columns_as_multiclass_keeps_the_auroc():
   probs, labels = _classification_data(200, 2)
-  binary = jm.classification_metrics(probs, labels)
-  multiclass = jm.classification_metrics(probs, labels, task='multiclass')
+  binary = jm.binary_metrics(probs, labels)
+  multiclass = jm.multiclass_metrics(probs, labels)
   assert multiclass['auroc'] == pytest.approx(binary['auroc'])
   assert multiclass['accuracy'] == pytest.approx(binary['accuracy'])
 
@@ -141,7 +141,7 @@ def test_multilabel_with_missing_labels_matches_per_column_sklearn(threshold):
   probs, labels = _multilabel_data(300, 6)
   labels[:, 4] = np.where(labels[:, 4] == -1, -1, 1)  # label 4: positives only -> no AUROC
   labels[:, 5] = -1  # label 5: never observed
-  out = jm.classification_metrics(probs, labels, threshold=threshold)
+  out = jm.multilabel_metrics(probs, labels, threshold=threshold)
 
   per = {k: [] for k in ('accuracy', 'auroc', 'auprc', 'sensitivity', 'specificity', 'f1')}
   aurocs = []
@@ -174,7 +174,7 @@ def test_multilabel_with_missing_labels_matches_per_column_sklearn(threshold):
 
 def test_multilabel_without_missing_is_medmnist_mean_auc():
   probs, labels = _multilabel_data(200, 3, missing=0.0)
-  out = jm.classification_metrics(probs, labels)
+  out = jm.multilabel_metrics(probs, labels)
   expected = np.mean([skm.roc_auc_score(labels[:, j], probs[:, j]) for j in range(3)])
   assert out['auroc'] == pytest.approx(expected)
   assert out['accuracy'] == pytest.approx(
@@ -184,7 +184,7 @@ def test_multilabel_without_missing_is_medmnist_mean_auc():
 
 def test_multilabel_all_missing_is_undefined():
   probs, labels = _multilabel_data(20, 3)
-  out = jm.classification_metrics(probs, np.full_like(labels, -1))
+  out = jm.multilabel_metrics(probs, np.full_like(labels, -1))
   assert all(out[k] is None for k in ('accuracy', 'auroc', 'auprc', 'sensitivity', 'f1', 'ece'))
   assert out['auroc_per_label'] == [None, None, None]
 
@@ -194,17 +194,17 @@ def test_multilabel_all_missing_is_undefined():
 
 def test_single_class_present_gives_none():
   probs, _ = _classification_data(50, 2)
-  out = jm.classification_metrics(probs, np.zeros(50, int))
+  out = jm.binary_metrics(probs, np.zeros(50, int))
   assert out['auroc'] is None and out['auprc'] is None and out['sensitivity'] is None
   assert out['specificity'] == pytest.approx(np.mean(probs[:, 1] <= 0.5))
   assert out['accuracy'] == pytest.approx(np.mean(probs[:, 1] <= 0.5))
 
   probs, _ = _classification_data(50, 4)
-  out = jm.classification_metrics(probs, np.full(50, 2))
+  out = jm.multiclass_metrics(probs, np.full(50, 2))
   assert out['auroc'] is None and out['auprc'] is None
 
   probs, labels = _multilabel_data(50, 2, missing=0.0)
-  out = jm.classification_metrics(probs, np.ones_like(labels))
+  out = jm.multilabel_metrics(probs, np.ones_like(labels))
   assert out['auroc'] is None and out['auroc_per_label'] == [None, None]
 
 
@@ -234,12 +234,12 @@ def test_ece_matches_loop_and_bin_edges():
   assert jm.expected_calibration_error([1.0, 1.0], [1, 1]) == 0.0
 
 
-def test_calibration_inputs_per_task():
+def test_calibration_inputs_per_kind():
   probs = np.array([[0.2, 0.7, 0.1], [0.6, 0.3, 0.1]])
-  conf, correct = jm.calibration_inputs(probs, np.array([1, 2]))
+  conf, correct = jm.softmax_calibration_inputs(probs, np.array([1, 2]))
   np.testing.assert_allclose(conf, [0.7, 0.6])
   np.testing.assert_array_equal(correct, [True, False])
-  conf, correct = jm.calibration_inputs(np.array([[0.8, 0.3]]), np.array([[0, -1]]))
+  conf, correct = jm.multilabel_calibration_inputs(np.array([[0.8, 0.3]]), np.array([[0, -1]]))
   np.testing.assert_allclose(conf, [0.8])
   np.testing.assert_array_equal(correct, [False])
 
@@ -252,7 +252,7 @@ def test_training_loop_call_accepts_float32_softmax():
   probs = np.exp(logits - logits.max(-1, keepdims=True))
   probs = probs / probs.sum(-1, keepdims=True)
   labels = np.arange(64, dtype=np.int32) % 3
-  out = jm.classification_metrics(probs, labels)
+  out = jm.multiclass_metrics(probs, labels)
   assert 0 <= out['accuracy'] <= 1 and 0 <= out['auroc'] <= 1
   json.dumps(out)
 
@@ -261,27 +261,35 @@ _PROBS2, _LABELS2 = _classification_data(10, 2)
 _PROBS3, _LABELS3 = _classification_data(10, 3)
 
 
-@pytest.mark.parametrize('probs, labels, kwargs, match', [
-    (_PROBS3, _LABELS3[:9], {}, 'examples'),
-    (_PROBS3[:, 0], _LABELS3, {}, r'probs must be \[n, classes\]'),
-    (_PROBS3, _LABELS3[:, None, None], {}, r'labels must be \[n\]'),
-    (np.where(np.eye(10, 3) > 0, np.nan, _PROBS3), _LABELS3, {}, 'NaN'),
-    (-_PROBS3, _LABELS3, {}, r'lie in \[0, 1\]'),
-    (_PROBS3, np.full(10, 3), {}, 'labels in'),
-    (_PROBS3, np.full(10, -1), {}, 'labels in'),
-    (_PROBS2, np.full(10, 2), {}, 'labels in'),
-    (_PROBS3, np.full((10, 3), 2), {}, 'labels in'),
-    (_PROBS3, np.full((10, 3), -2), {}, 'labels in'),
-    (_PROBS3, np.full(10, 0.5), {}, 'integers'),
-    (_PROBS3, _LABELS3, {'task': 'binary'}, r'\[n, 2\]'),
-    (_PROBS3, _LABELS3, {'task': 'multilabel'}, 'shape'),
-    (_PROBS3, _LABELS3, {'task': 'regression'}, 'task must be'),
-    (_PROBS2, _LABELS2, {'threshold': 1.5}, 'threshold'),
-    (np.zeros((0, 2)), np.zeros(0, int), {}, 'no examples'),
+_BINARY, _MULTICLASS, _MULTILABEL = jm.binary_metrics, jm.multiclass_metrics, jm.multilabel_metrics
+
+
+@pytest.mark.parametrize('metrics, probs, labels, kwargs, match', [
+    (_MULTICLASS, _PROBS3, _LABELS3[:9], {}, 'examples'),
+    (_MULTICLASS, _PROBS3[:, 0], _LABELS3, {}, r'probs must be \[n, classes\]'),
+    (_MULTICLASS, _PROBS3, _LABELS3[:, None, None], {}, r'labels must be \[n\]'),
+    (_MULTICLASS, np.where(np.eye(10, 3) > 0, np.nan, _PROBS3), _LABELS3, {}, 'NaN'),
+    (_MULTICLASS, -_PROBS3, _LABELS3, {}, r'lie in \[0, 1\]'),
+    (_MULTICLASS, _PROBS3, np.full(10, 3), {}, r'labels in \[0, 2\]'),
+    (_MULTICLASS, _PROBS3, np.full(10, -1), {}, r'labels in \[0, 2\]'),
+    (_MULTICLASS, _PROBS3[:, :1], _LABELS3 * 0, {}, 'at least 2 columns'),
+    (_BINARY, _PROBS2, np.full(10, 2), {}, r'labels in \[0, 1\]'),
+    (_MULTILABEL, _PROBS3, np.full((10, 3), 2), {}, r'labels in \[-1, 1\]'),
+    (_MULTILABEL, _PROBS3, np.full((10, 3), -2), {}, r'labels in \[-1, 1\]'),
+    (_MULTICLASS, _PROBS3, np.full(10, 0.5), {}, 'integers'),
+    (_BINARY, _PROBS3, _LABELS3, {}, r'\[n, 2\]'),
+    (_BINARY, _PROBS2, _LABELS2[:, None], {}, r'labels must be \[n\] class ids'),
+    (_MULTILABEL, _PROBS3, _LABELS3, {}, 'shape'),
+    (_BINARY, _PROBS2, _LABELS2, {'threshold': 1.5}, 'threshold'),
+    (_MULTILABEL, _PROBS3, np.ones((10, 3), int), {'threshold': -0.1}, 'threshold'),
+    (_BINARY, np.zeros((0, 2)), np.zeros(0, int), {}, 'no examples'),
+    (_MULTILABEL, np.zeros((0, 2)), np.zeros((0, 2), int), {}, 'no examples'),
+    (jm.softmax_calibration_inputs, _PROBS3, np.full(10, 3), {}, 'labels in'),
+    (jm.multilabel_calibration_inputs, _PROBS3, _LABELS3, {}, 'shape'),
 ])
-def test_invalid_inputs_raise(probs, labels, kwargs, match):
+def test_invalid_inputs_raise(metrics, probs, labels, kwargs, match):
   with pytest.raises(ValueError, match=match):
-    jm.classification_metrics(probs, labels, **kwargs)
+    metrics(probs, labels, **kwargs)
 
 
 @pytest.mark.parametrize('conf, correct, num_bins', [

@@ -129,11 +129,16 @@ def _root(tmp_path):
 
 
 @needs_rdkit
-def test_bad_label_and_missing_file_are_named(tmp_path):
+@pytest.mark.parametrize('cell', ['', 'inf', '2'])
+def test_bad_label_is_named_with_its_row(tmp_path, cell):
   path = tmp_path / 'BBBP.csv'
-  path.write_text('num,name,p_np,smiles\n1,a,1,CCO\n2,b,,CCN\n')
-  with pytest.raises(data.DataError, match=r"row 2 \(line 3\): p_np label ''"):
+  path.write_text(f'num,name,p_np,smiles\n1,a,1,CCO\n2,b,{cell},CCN\n')
+  with pytest.raises(data.DataError, match=rf"row 2 \(line 3\): p_np label '{cell}' is not 0 or 1"):
     moleculenet.read(path, 'bbbp')
+
+
+@needs_rdkit
+def test_missing_file_and_bad_split_are_named(tmp_path):
   with pytest.raises(data.MissingDataError, match='delaney-processed.csv'):
     moleculenet.load('esol', tmp_path)
   with pytest.raises(data.DataError, match='split'):
@@ -170,16 +175,27 @@ def test_scaffold_split_shares_no_scaffold_and_is_deterministic(bbbp_table):
     np.testing.assert_array_equal(split[s], again[s])
 
 
-def test_random_split_is_seeded():
-  first = moleculenet.random_split(1128, seed=0)
-  again = moleculenet.random_split(1128, seed=0)
-  other = moleculenet.random_split(1128, seed=1)
+def test_scaffold_split_fills_largest_groups_first():
+  keys = ['a'] * 5 + ['b'] * 3 + ['c'] + ['d']  # n = 10: 8 / 1 / 1.
+  split = moleculenet.scaffold_split(keys)
+  assert split['train'].tolist() == list(range(8))
+  assert split['validation'].tolist() == [9]  # Ties: later index first.
+  assert split['test'].tolist() == [8]
+
+
+@pytest.mark.parametrize('n, sizes', [(1128, [902, 113, 113]),  # ESOL
+                                      (7823, [6258, 782, 783])])  # Tox21
+def test_random_split_is_seeded_disjoint_and_covering(n, sizes):
+  first = moleculenet.random_split(n, seed=0)
+  again = moleculenet.random_split(n, seed=0)
+  other = moleculenet.random_split(n, seed=1)
   for s in moleculenet.SPLITS:
     np.testing.assert_array_equal(first[s], again[s])
+  assert not np.array_equal(first['train'], other['train'])
   assert not np.array_equal(first['test'], other['test'])
-  assert [len(first[s]) for s in moleculenet.SPLITS] == [902, 113, 113]
+  assert [len(first[s]) for s in moleculenet.SPLITS] == sizes
   np.testing.assert_array_equal(
-      np.sort(np.concatenate(list(first.values()))), np.arange(1128))
+      np.sort(np.concatenate(list(first.values()))), np.arange(n))
 
 
 @needs_all
@@ -191,7 +207,7 @@ def test_random_split_is_seeded():
 def test_load_dataset_smiles_shapes_and_dtypes(name, task, labels, sizes):
   dataset = data.load_dataset(name, data_dir=real_data_dir(),
                               molecule=MoleculeConfig(max_length=96))
-  assert dataset.task == task and dataset.image_shape == (96,)
+  assert dataset.task == task and dataset.input_shape == (96,)
   assert tuple(dataset.sizes.values()) == sizes
   vocab = dataset.tokenizer
   assert dataset.model_kwargs == {'vocab_size': vocab.vocab_size}
@@ -211,7 +227,7 @@ def test_fingerprints_hold_the_same_molecules_as_smiles(esol):
   fps = data.load_dataset('esol', data_dir=real_data_dir(),
                           molecule=MoleculeConfig(features='fingerprint',
                                                   fingerprint_bits=256))
-  assert fps.image_shape == (256,) and fps.tokenizer is None
+  assert fps.input_shape == (256,) and fps.tokenizer is None
   for split in moleculenet.SPLITS:
     np.testing.assert_array_equal(fps.splits[split][1], esol.splits[split][1])
     assert fps.splits[split][0].dtype == np.float32
@@ -238,7 +254,10 @@ def test_fit_esol_smiles_cnn_beats_predicting_the_training_mean(esol, tmp_path):
   summary = fit(cfg, esol)
   train_y, test_y = esol.splits['train'][1], esol.splits['test'][1]
   mean_rmse = float(np.sqrt(np.mean((test_y - train_y.mean()) ** 2)))  # 2.19
-  assert summary['best']['metric'] == 'val_rmse'
+  assert summary['best']['metric'] == 'val_rmse' and summary['best']['lower_is_better']
+  # The task standardised the targets with the training split's mean and std.
+  assert summary['target_scale']['mean'] == pytest.approx([train_y.mean()], rel=1e-5)
+  assert summary['target_scale']['std'] == pytest.approx([train_y.std()], rel=1e-5)
   assert summary['test_rmse'] < 0.7 * mean_rmse, (summary['test_rmse'], mean_rmse)
   saved = jsmiles.load(tmp_path / 'run' / 'tokenizer.json')
   assert saved == esol.tokenizer

@@ -11,9 +11,11 @@ import pytest
 
 from conftest import real_data_dir
 from jmed import data as jdata
+from jmed import tasks
 from jmed.configs import OptimizerConfig, TrainConfig
-from jmed.train import steps
 from jmed.train.loop import fit
+
+MULTILABEL = tasks.get('multilabel')
 
 needs_tox21 = pytest.mark.skipif(not (real_data_dir() / 'moleculenet' / 'tox21.csv').exists(),
                                  reason='tox21.csv not found under the data root')
@@ -22,20 +24,20 @@ needs_tox21 = pytest.mark.skipif(not (real_data_dir() / 'moleculenet' / 'tox21.c
 def test_masked_sigmoid_loss_ignores_missing_labels():
   logits = jnp.array([[2.0, -1.0, 0.5], [0.3, 0.0, -3.0]])
   labels = jnp.array([[1, -1, 0], [-1, -1, 1]])
-  got = steps.masked_sigmoid_cross_entropy(logits, labels)
+  got = MULTILABEL.loss(logits, labels)
   full = optax.sigmoid_binary_cross_entropy(logits, jnp.clip(labels, 0, 1).astype(jnp.float32))
   observed = np.asarray(labels) >= 0
   np.testing.assert_allclose(got, (np.asarray(full) * observed).sum(-1) / 3, rtol=1e-6)
-  grad = jax.grad(lambda z: steps.masked_sigmoid_cross_entropy(z, labels).sum())(logits)
+  grad = jax.grad(lambda z: MULTILABEL.loss(z, labels).sum())(logits)
   assert np.all(np.asarray(grad)[~observed] == 0), 'a missing label must not move its logit'
   assert np.all(np.asarray(grad)[observed] != 0)
 
 
-def test_multilabel_correct_counts_observed_labels_only():
+def test_multilabel_accuracy_counts_observed_labels_only():
   logits = jnp.array([[2.0, -1.0, 0.5], [0.3, 0.0, -3.0], [1.0, 1.0, 1.0]])
   labels = jnp.array([[1, -1, 1], [-1, -1, 1], [-1, -1, -1]])
-  _, correct = steps.loss_and_correct(logits, labels, 'multilabel')
-  np.testing.assert_allclose(correct, [1.0, 0.0, 1.0])  # no observed label: nothing wrong
+  accuracy = MULTILABEL.train_metrics(logits, labels)['accuracy']
+  np.testing.assert_allclose(accuracy, [1.0, 0.0, 1.0])  # no observed label: nothing wrong
 
 
 @needs_tox21

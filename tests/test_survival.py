@@ -1,4 +1,5 @@
-"""Tests of jmed.survival (Cox, Harrell's C, logistic hazard) and its loader."""
+"""Tests of jmed.survival (Cox, Harrell's C, logistic hazard), the 'survival' task kind and
+DeepSurv's loader (jmed.data.deepsurv)."""
 
 import math
 import os
@@ -11,9 +12,11 @@ import numpy as np
 import optax
 import pytest
 
+from jmed import models
 from jmed import survival
+from jmed import tasks
 from jmed.data import DataError, MissingDataError
-from jmed.data import survival as survival_data
+from jmed.data import deepsurv
 
 DATA_DIR = Path(os.environ.get('JMED_DATA_DIR') or
                 Path(__file__).resolve().parents[1].parent / 'shared' / 'data')
@@ -25,7 +28,7 @@ needs_data = pytest.mark.skipif(
 
 @pytest.fixture(scope='module')
 def metabric():
-  return survival_data.load('metabric', DATA_DIR)
+  return deepsurv.load('metabric', DATA_DIR)
 
 
 def _random_survival(seed, n, tied=True):
@@ -163,6 +166,46 @@ def test_cox_input_validation():
     survival.breslow_nll_numpy(np.zeros(3), np.zeros(4), np.zeros(3))
   with pytest.raises(ValueError, match='NaN'):
     survival.breslow_nll_numpy(np.array([0.0, np.nan]), np.ones(2), np.ones(2))
+
+
+def _loop_later_wins(risk, time, event):
+  """Per example: for an event, the share of the later examples it outranks (ties 0.5);
+  0.5 for a censored example or one with no later example."""
+  wins = []
+  for i in range(len(risk)):
+    later = [j for j in range(len(risk)) if time[i] < time[j]]
+    if not event[i] or not later:
+      wins.append(0.5)
+      continue
+    wins.append(np.mean([1.0 if risk[i] > risk[j] else 0.5 if risk[i] == risk[j] else 0.0
+                         for j in later]))
+  return wins
+
+
+@pytest.mark.parametrize('seed', [0, 1])
+def test_survival_task_loss_and_train_concordance(seed):
+  """The training objective of a survival run: `tasks.get('survival').loss` gives per-example
+  terms [batch] whose mean over the batch is the Cox loss per event, padding included."""
+  task = tasks.get('survival')
+  risk, time, event = _random_survival(seed, 40, tied=True)
+  risk = np.round(risk, 1)  # ties in risk too
+  labels = np.stack([time, event], 1).astype(np.float32)
+  outputs = jnp.asarray(risk, jnp.float32)[:, None]  # [batch, 1] log-risk
+  losses = jax.jit(task.loss)(outputs, labels)
+  assert losses.shape == (40,)
+  np.testing.assert_allclose(float(losses.mean()), _loop_cox_loss(risk, time, event), rtol=1e-4)
+  valid = (np.arange(40) < 30).astype(np.float32)  # the last 10 rows are padding
+  padded = task.loss(outputs, labels, jnp.asarray(valid))
+  np.testing.assert_array_equal(np.asarray(padded)[30:], 0.0)
+  np.testing.assert_allclose(float((padded * valid).sum() / valid.sum()),
+                             _loop_cox_loss(risk[:30], time[:30], event[:30]), rtol=1e-4)
+  concordance = task.train_metrics(outputs, labels)['concordance']
+  np.testing.assert_allclose(np.asarray(concordance), _loop_later_wins(risk, time, event),
+                             rtol=1e-6)
+  # A perfect score (risk falls with time) wins every comparable pair.
+  perfect = task.train_metrics(jnp.asarray(-time, jnp.float32)[:, None], labels)['concordance']
+  has_later = np.array([(time > t).any() for t in time])
+  np.testing.assert_array_equal(np.asarray(perfect)[(event == 1) & has_later], 1.0)
 
 
 # --- Concordance ------------------------------------------------------------
@@ -321,7 +364,7 @@ def test_discrete_time_head_trains_on_synthetic_data():
   time = np.minimum(time, censor)
   cuts = survival.make_cuts(time, 8)
   interval = survival.interval_index(time, cuts)
-  head = survival.DiscreteTimeHead(num_intervals=8)
+  head = models.DiscreteTimeHead(num_intervals=8)
   params = head.init(jax.random.PRNGKey(0), x)
   logits = head.apply(params, x.astype(jnp.bfloat16))
   assert logits.shape == (n, 8) and logits.dtype == jnp.float32
@@ -370,33 +413,32 @@ def test_load_metabric_shapes_splits_and_standardisation(metabric):
   assert abs(rates[0] - rates[1]) < 0.01
   # 'test' is DeepSurv's test group unchanged, standardised with the reduced
   # train split's statistics.
-  path = DATA_DIR / 'survival' / survival_data.FILES['metabric']
+  path = DATA_DIR / 'survival' / deepsurv.FILES['metabric']
   with h5py.File(path, 'r') as f:
     raw = {k: f[k][()] for k in ('train/x', 'train/e', 'test/x', 'test/t',
                                  'test/e')}
   np.testing.assert_array_equal(metabric['test'][1][:, 0], raw['test/t'])
   np.testing.assert_array_equal(metabric['test'][1][:, 1], raw['test/e'])
-  train_rows, _ = survival_data._split(raw['train/e'], 0.2, 0, str(path))
-  mean, std = survival_data.standardisation(raw['train/x'][train_rows])
+  train_rows, _ = deepsurv._split(raw['train/e'], 0.2, 0, str(path))
+  mean, std = deepsurv.standardisation(raw['train/x'][train_rows])
   np.testing.assert_allclose(metabric['test'][0], (raw['test/x'] - mean) / std,
                              rtol=1e-5, atol=1e-5)
 
 
 @needs_data
 def test_load_is_deterministic_and_seeded(metabric):
-  again = survival_data.load('metabric', DATA_DIR)
-  for split in survival_data.SPLITS:
+  again = deepsurv.load('metabric', DATA_DIR)
+  for split in deepsurv.SPLITS:
     for a, b in zip(metabric[split], again[split]):
       np.testing.assert_array_equal(a, b)
-  other = survival_data.load('metabric', DATA_DIR, seed=1,
-                             validation_fraction=0.1)
+  other = deepsurv.load('metabric', DATA_DIR, seed=1, validation_fraction=0.1)
   assert other['validation'][0].shape[0] == 153
   assert not np.array_equal(other['train'][1][:100], metabric['train'][1][:100])
 
 
 @needs_data
 def test_load_support():
-  support = survival_data.load('support', DATA_DIR)
+  support = deepsurv.load('support', DATA_DIR)
   assert support['test'][0].shape == (1_775, 14)
   assert (support['train'][0].shape[0] + support['validation'][0].shape[0]
           == 7_098)
@@ -421,21 +463,21 @@ def _good_group(n, d=9, seed=0):
 def test_loader_on_synthetic_file_and_errors(tmp_path):
   folder = tmp_path / 'survival'
   folder.mkdir()
-  path = folder / survival_data.FILES['metabric']
+  path = folder / deepsurv.FILES['metabric']
   train = _good_group(100)
   train['x'][:, 3] = 7.0  # A constant column: std 0 -> 1, stays finite.
   _write_h5(path, {'train': train, 'test': _good_group(30, seed=1)})
-  data = survival_data.load('metabric', tmp_path, validation_fraction=0.25)
+  data = deepsurv.load('metabric', tmp_path, validation_fraction=0.25)
   assert data['train'][0].shape == (75, 9) and data['test'][0].shape == (30, 9)
   assert np.isfinite(data['train'][0]).all()
   np.testing.assert_array_equal(data['train'][0][:, 3], 0.0)
 
   with pytest.raises(DataError, match='metabric.*support'):
-    survival_data.load('gbsg', tmp_path)
+    deepsurv.load('gbsg', tmp_path)
   with pytest.raises(MissingDataError) as error:
-    survival_data.load('support', tmp_path)
-  assert str(folder / survival_data.FILES['support']) in str(error.value)
-  assert survival_data.URL in str(error.value)
+    deepsurv.load('support', tmp_path)
+  assert str(folder / deepsurv.FILES['support']) in str(error.value)
+  assert deepsurv.URL in str(error.value)
   assert isinstance(error.value, FileNotFoundError)
 
   def corrupt(change, group='train'):
@@ -443,7 +485,7 @@ def test_loader_on_synthetic_file_and_errors(tmp_path):
     change(groups[group])
     _write_h5(path, groups)
     with pytest.raises(DataError) as raised:
-      survival_data.load('metabric', tmp_path)
+      deepsurv.load('metabric', tmp_path)
     assert str(path) in str(raised.value) and group in str(raised.value)
     return str(raised.value)
 
@@ -459,9 +501,9 @@ def test_loader_on_synthetic_file_and_errors(tmp_path):
 
   _write_h5(path, {'train': _good_group(50)})
   with pytest.raises(DataError, match="missing HDF5 group 'test'"):
-    survival_data.load('metabric', tmp_path)
+    deepsurv.load('metabric', tmp_path)
   path.write_bytes(b'not an hdf5 file')
   with pytest.raises(DataError, match='Corrupt'):
-    survival_data.load('metabric', tmp_path)
+    deepsurv.load('metabric', tmp_path)
   with pytest.raises(DataError, match='validation_fraction'):
-    survival_data.load('metabric', tmp_path, validation_fraction=1.0)
+    deepsurv.load('metabric', tmp_path, validation_fraction=1.0)

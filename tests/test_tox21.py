@@ -1,4 +1,9 @@
-"""Tests of jmed.data.tox21 on the real MoleculeNet CSV, and of the MLP."""
+"""Tox21 through jmed.data.moleculenet on the real MoleculeNet CSV, and the MLP.
+
+The split functions' tests that hold for any MoleculeNet set (`random_split`, `scaffold_split` on
+toy keys) are in test_moleculenet.py; here are Tox21's own: its 12 assays with missing labels,
+fingerprints, and its random and scaffold splits.
+"""
 
 import importlib.util
 
@@ -9,10 +14,11 @@ import pytest
 
 from conftest import real_data_dir
 from jmed import data
-from jmed.data import tox21
+from jmed.data import moleculenet
 from jmed.models.mlp import MLP
 
-CSV = real_data_dir() / 'moleculenet' / 'tox21.csv'
+FOLDER = real_data_dir() / 'moleculenet'
+CSV = FOLDER / 'tox21.csv'
 N_ROWS = 7_823  # Rows of ../shared/data/moleculenet/tox21.csv.
 HAS_RDKIT = importlib.util.find_spec('rdkit') is not None
 
@@ -25,7 +31,7 @@ needs_tox21 = pytest.mark.skipif(
 
 @pytest.fixture(scope='module')
 def table():
-  return tox21.read(CSV)
+  return moleculenet.read(moleculenet.find_csv('tox21', FOLDER), 'tox21')
 
 
 @pytest.fixture(scope='module')
@@ -34,7 +40,7 @@ def dataset():
 
 
 def _write_csv(path, smiles):
-  header = ','.join(tox21.TASKS + ('mol_id', 'smiles'))
+  header = ','.join(moleculenet.TOX21_TASKS + ('mol_id', 'smiles'))
   rows = [','.join(['0'] * 11 + ['', f'TOX{i}', s]) for i, s in
           enumerate(smiles)]
   path.write_text('\n'.join([header] + rows) + '\n')
@@ -43,7 +49,8 @@ def _write_csv(path, smiles):
 
 @needs_tox21
 def test_table_sizes_and_label_statistics(table):
-  assert len(tox21.TASKS) == 12
+  assert len(moleculenet.TOX21_TASKS) == 12
+  assert table.path == str(CSV)
   assert table.labels.shape == (N_ROWS, 12) and table.labels.dtype == np.int32
   assert len(table.smiles) == len(table.mols) == N_ROWS and not table.skipped
   assert set(np.unique(table.labels)) == {-1, 0, 1}
@@ -56,52 +63,37 @@ def test_table_sizes_and_label_statistics(table):
 
 
 @needs_tox21
-def test_load_dataset_random_split(dataset):
+def test_load_dataset_random_split(dataset, table):
   assert dataset.task == 'multilabel' and dataset.num_classes == 12
-  assert dataset.image_shape == (1024,)
+  assert dataset.input_shape == (1024,)
   assert dataset.sizes == {'train': 6_258, 'validation': 782, 'test': 783}
   features, labels = dataset.splits['train']
   assert features.dtype == np.float32 and labels.dtype == np.int32
   assert set(np.unique(features)) == {0.0, 1.0}
   assert 10 < features.sum(1).mean() < 60  # Bits set per molecule.
-
-
-def test_random_split_deterministic_disjoint_covering():
-  first = tox21.random_split(N_ROWS, seed=0)
-  again = tox21.random_split(N_ROWS, seed=0)
-  other = tox21.random_split(N_ROWS, seed=1)
-  for split in tox21.SPLITS:
-    np.testing.assert_array_equal(first[split], again[split])
-  assert not np.array_equal(first['train'], other['train'])
-  every = np.concatenate([first[split] for split in tox21.SPLITS])
-  np.testing.assert_array_equal(np.sort(every), np.arange(N_ROWS))
-  assert [len(first[s]) for s in tox21.SPLITS] == [6_258, 782, 783]
+  # Tox21's default form: 1024-bit fingerprints of the rows of the seed-0 random split.
+  index = moleculenet.random_split(N_ROWS, seed=0)['train']
+  np.testing.assert_array_equal(labels, table.labels[index])
+  np.testing.assert_array_equal(
+      features[:50], moleculenet.fingerprints([table.mols[i] for i in index[:50]], bits=1024))
 
 
 @needs_tox21
 def test_scaffold_split_disjoint_and_no_shared_scaffold(table):
-  scaffolds = tox21.scaffolds(table.mols)
-  split = tox21.scaffold_split(scaffolds)
+  scaffolds = moleculenet.scaffolds(table.mols)
+  split = moleculenet.scaffold_split(scaffolds)
   np.testing.assert_array_equal(
       np.sort(np.concatenate(list(split.values()))), np.arange(N_ROWS))
-  sizes = [len(split[s]) for s in tox21.SPLITS]
+  sizes = [len(split[s]) for s in moleculenet.SPLITS]
   assert 0.75 * N_ROWS < sizes[0] <= 0.8 * N_ROWS and min(sizes) > 0
   scaffolds = np.array(scaffolds, dtype=object)
-  sets = [set(scaffolds[split[s]]) for s in tox21.SPLITS]
+  sets = [set(scaffolds[split[s]]) for s in moleculenet.SPLITS]
   assert not (sets[0] & sets[1] or sets[0] & sets[2] or sets[1] & sets[2])
   # The largest scaffold group (acyclic molecules, '') goes to train.
   assert '' in sets[0]
-  again = tox21.scaffold_split(list(scaffolds))
-  for s in tox21.SPLITS:
+  again = moleculenet.scaffold_split(list(scaffolds))
+  for s in moleculenet.SPLITS:
     np.testing.assert_array_equal(split[s], again[s])
-
-
-def test_scaffold_split_fills_largest_groups_first():
-  keys = ['a'] * 5 + ['b'] * 3 + ['c'] + ['d']  # n = 10: 8 / 1 / 1.
-  split = tox21.scaffold_split(keys)
-  assert split['train'].tolist() == list(range(8))
-  assert split['validation'].tolist() == [9]  # Ties: later index first.
-  assert split['test'].tolist() == [8]
 
 
 @needs_rdkit
@@ -109,21 +101,36 @@ def test_invalid_smiles_names_row_or_is_skipped(tmp_path, caplog):
   path = _write_csv(tmp_path / 'tox21.csv', ['CCO', 'c1ccccc1O', 'C1CC(',
                                             'CC(=O)O'])
   with pytest.raises(data.DataError, match=r'row 3 \(line 4\)') as error:
-    tox21.read(path)
+    moleculenet.read(path, 'tox21')
   assert "'C1CC('" in str(error.value) and str(path) in str(error.value)
-  table = tox21.read(path, skip_invalid=True)
+  table = moleculenet.read(path, 'tox21', skip_invalid=True)
   assert table.skipped == ((4, 'C1CC('),) and 'skipped 1 rows' in caplog.text
   assert table.smiles == ('CCO', 'c1ccccc1O', 'CC(=O)O')
   np.testing.assert_array_equal(table.lines, [2, 3, 5])
-  np.testing.assert_array_equal(table.labels[:, -1], [-1, -1, -1])
-  splits = tox21.load(tmp_path, skip_invalid=True, bits=64)
+  np.testing.assert_array_equal(table.labels[:, -1], [-1, -1, -1])  # empty cell: missing
+  np.testing.assert_array_equal(table.labels[:, :-1], 0)
+  splits = moleculenet.load('tox21', tmp_path, features='fingerprint', split='random',
+                            skip_invalid=True, bits=64).splits
   assert sum(len(y) for _, y in splits.values()) == 3
   assert splits['train'][0].shape == (2, 64)
+  assert splits['train'][1].shape == (2, 12)
+
+
+@needs_rdkit
+def test_bad_tox21_label_names_row_line_and_path(tmp_path):
+  path = _write_csv(tmp_path / 'tox21.csv', ['CCO', 'CCN'])
+  path.write_text(path.read_text().replace('0,0,0,0,0,0,0,0,0,0,0,,TOX1',
+                                           '0,0,0,0,0,0,0,0,0,0,2,,TOX1'))
+  with pytest.raises(data.DataError, match=r"row 2 \(line 3\): SR-MMP label '2'") as error:
+    moleculenet.read(path, 'tox21')
+  assert str(path) in str(error.value)
 
 
 def test_missing_file_names_path(tmp_path):
   with pytest.raises(data.MissingDataError, match=str(tmp_path)):
-    tox21.load(tmp_path)
+    moleculenet.load('tox21', tmp_path, features='fingerprint')
+  with pytest.raises(data.MissingDataError, match='tox21.csv'):
+    moleculenet.find_csv('tox21', tmp_path)
   with pytest.raises(data.MissingDataError, match='moleculenet'):
     data.load_dataset('tox21', data_dir=tmp_path)
 
@@ -133,7 +140,7 @@ def test_dataset_accepts_missing_labels_only_for_multilabel():
   y = np.array([[-1, 0], [1, 0], [0, 1], [1, -1]], np.int32)
   ds = data.Dataset('toy', {'train': (x, y)}, 2, 'multilabel', (8,))
   assert ds.sizes == {'train': 4}
-  with pytest.raises(data.DataError, match='labels outside'):
+  with pytest.raises(data.DataError, match=r'labels \(1, 0 or -1 = missing\) outside'):
     data.Dataset('toy', {'train': (x, y * 2)}, 2, 'multilabel', (8,))
   with pytest.raises(data.DataError, match='labels outside'):
     data.Dataset('toy', {'train': (x, y[:, 0].copy())}, 2, 'binary', (8,))

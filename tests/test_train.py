@@ -9,6 +9,7 @@ import pytest
 
 from conftest import run_on_forced_devices, subset
 from jmed import data as jdata
+from jmed import tasks
 from jmed.configs import OptimizerConfig, TrainConfig
 from jmed.models import SeedCNN
 from jmed.optim import make_optimizer
@@ -25,8 +26,8 @@ def _state(seed=0, dropout=0.0):
 def _batches(mnist, steps_, batch):
   images, labels = mnist.splits['train']
   n = steps_ * batch
-  return {'image': images[:n].reshape(steps_, batch, 28, 28, 1),
-          'label': labels[:n].reshape(steps_, batch)}
+  return {'inputs': images[:n].reshape(steps_, batch, 28, 28, 1),
+          'labels': labels[:n].reshape(steps_, batch)}
 
 
 def test_train_step_is_pure_and_learns(mnist):
@@ -37,10 +38,12 @@ def test_train_step_is_pure_and_learns(mnist):
   new_b, m_b = step(state, batch)  # same input, same output: no hidden state
   np.testing.assert_array_equal(m_a['loss_sum'], m_b['loss_sum'])
   assert int(new_a.step) == 1 and int(m_a['count']) == 64
+  assert set(m_a) == {'loss_sum', 'count', 'accuracy_sum'}
   first = float(m_a['loss_sum']) / 64
   for _ in range(30):
     state, metrics = step(state, batch)
   assert float(metrics['loss_sum']) / 64 < 0.3 * first
+  assert float(metrics['accuracy_sum']) > float(m_a['accuracy_sum'])
 
 
 def test_train_steps_equals_sequential_steps(mnist):
@@ -60,8 +63,8 @@ def test_eval_step_masks_padding(mnist):
   images, labels = mnist.splits['test']
   batch = next(jdata.eval_batches(images[:5], labels[:5], 8))
   out = jax.jit(steps.eval_step)(_state(), batch)
-  assert float(out['count']) == 5 and out['probs'].shape == (8, 10)
-  np.testing.assert_allclose(out['probs'].sum(-1), 1.0, rtol=1e-5)
+  assert float(out['count']) == 5 and out['predictions'].shape == (8, 10)
+  np.testing.assert_allclose(out['predictions'].sum(-1), 1.0, rtol=1e-5)
 
 
 _PARALLEL_WORKER = textwrap.dedent('''
@@ -74,7 +77,7 @@ _PARALLEL_WORKER = textwrap.dedent('''
     batches = dict(np.load(sys.argv[1]))
     mesh = parallel.make_mesh()
     tx = make_optimizer(OptimizerConfig(name='adam', learning_rate=1e-3))
-    state = create_train_state(SeedCNN(dropout_rate=0.5), tx, batches['image'][0, :1], 0)
+    state = create_train_state(SeedCNN(dropout_rate=0.5), tx, batches['inputs'][0, :1], 0)
     state = parallel.replicate(state, mesh)
     train = parallel.data_parallel(steps.train_steps, mesh, batch_axis=1)
     state, metrics = train(state, parallel.shard_batch(batches, mesh, batch_axis=1))
@@ -82,7 +85,7 @@ _PARALLEL_WORKER = textwrap.dedent('''
     np.savez(sys.argv[2], params=flat, loss=np.asarray(metrics['loss_sum']),
              devices=len(jax.devices()))
     try:
-      parallel.shard_batch({'image': np.zeros((30, 28, 28, 1), np.float32)}, mesh)
+      parallel.shard_batch({'inputs': np.zeros((30, 28, 28, 1), np.float32)}, mesh)
     except ValueError as e:
       print('ERROR:', e)
 ''')
@@ -146,11 +149,16 @@ def test_bad_config_values_fail_clearly(tmp_path, mnist):
 
 def test_model_selection_rules(tmp_path, mnist):
   from jmed.train.loop import _improves
-  assert _improves(0.5, None, 'auroc') and not _improves(None, None, 'auroc')
-  assert not _improves(float('nan'), None, 'loss')
-  assert _improves(0.2, {'value': 0.3}, 'loss') and not _improves(0.2, {'value': 0.3}, 'auroc')
-  assert not _improves(0.3, {'value': 0.3}, 'auroc')  # ties keep the earlier checkpoint
-  with pytest.raises(ValueError, match='select_metric'):
+  task = tasks.get(mnist.task)
+  lower_loss, lower_auroc = task.lower_is_better('loss'), task.lower_is_better('auroc')
+  assert lower_loss and not lower_auroc
+  assert _improves(0.5, None, lower_auroc) and not _improves(None, None, lower_auroc)
+  assert not _improves(float('nan'), None, lower_loss)
+  assert _improves(0.2, {'value': 0.3}, lower_loss)
+  assert not _improves(0.2, {'value': 0.3}, lower_auroc)
+  assert not _improves(0.3, {'value': 0.3}, lower_auroc)  # ties keep the earlier checkpoint
+  with pytest.raises(ValueError, match="select_metric 'kappa' does not apply to task "
+                     "'multiclass'"):
     fit(_cfg(tmp_path, select_metric='kappa'), dataset=subset(mnist, 64, 10))
   with pytest.raises(ValueError, match='early_stopping_patience'):
     fit(_cfg(tmp_path, early_stopping_patience=-1), dataset=subset(mnist, 64, 10))

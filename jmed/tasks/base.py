@@ -128,6 +128,20 @@ class Task:
     return metric in self.minimized
 
 
+@dataclasses.dataclass(frozen=True)
+class Classifier(Task):
+  """What classification kinds share: class probabilities out, the metrics a clinician asks
+  for (accuracy, AUROC, AUPRC, sensitivity, specificity, F1, calibration), AUROC picking the
+  checkpoint, int32 labels."""
+
+  metric_names = ('accuracy', 'auroc', 'auprc', 'sensitivity', 'specificity', 'f1', 'ece',
+                  'loss')
+  default_metric = 'auroc'
+  minimized = frozenset({'loss', 'ece'})
+  probabilistic = True
+  label_dtype = np.int32
+
+
 def check_range(labels: np.ndarray, low, high, where: str, what: str = 'labels') -> None:
   """Raises `DataError` unless every label lies in [low, high]."""
   if labels.size and (labels.min() < low or labels.max() > high):

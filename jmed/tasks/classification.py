@@ -6,6 +6,7 @@ is sparse categorical cross-entropy; predictions are softmax probabilities [batc
 """
 
 import dataclasses
+import math
 from typing import Dict, Tuple
 
 import jax
@@ -15,22 +16,16 @@ import optax
 
 from jmed import metrics as jmetrics
 from jmed.errors import DataError
-from jmed.tasks.base import Task, check_range
+from jmed.tasks.base import Classifier, check_range
 
 _EPS = 1e-12  # probabilities are clipped to [eps, 1] before a log
 
 
 @dataclasses.dataclass(frozen=True)
-class Multiclass(Task):
+class Multiclass(Classifier):
   """Softmax classification over two or more exclusive classes."""
 
   name = 'multiclass'
-  metric_names = ('accuracy', 'auroc', 'auprc', 'sensitivity', 'specificity', 'f1', 'ece',
-                  'loss')
-  default_metric = 'auroc'
-  minimized = frozenset({'loss', 'ece'})
-  probabilistic = True
-  label_dtype = np.int32
 
   def label_shape(self, num_outputs, input_shape) -> Tuple[int, ...]:
     return ()
@@ -48,7 +43,7 @@ class Multiclass(Task):
       value = float(text)
     except ValueError:
       value = float('nan')
-    if not (value >= 0 and value == int(value)):
+    if not (math.isfinite(value) and value >= 0 and value == int(value)):
       raise ValueError(f'label {cell!r} is not a class id (an integer >= 0).')
     return int(value)
 
@@ -103,7 +98,10 @@ class Binary(Multiclass):
                       f'positive), got {num_outputs}.')
 
   def parse_label(self, cell: str) -> int:
-    label = super().parse_label(cell) if cell.strip() else -1
+    try:
+      label = super().parse_label(cell)
+    except ValueError:
+      label = None
     if label not in (0, 1):
       raise ValueError(f'label {cell!r} is not 0 or 1.')
     return label

@@ -14,23 +14,17 @@ import numpy as np
 import optax
 
 from jmed import metrics as jmetrics
-from jmed.tasks.base import Task, check_range
+from jmed.tasks.base import Classifier, check_range
 
 MISSING = jmetrics.MISSING  # label value of "not measured"
 _EPS = 1e-12
 
 
 @dataclasses.dataclass(frozen=True)
-class Multilabel(Task):
+class Multilabel(Classifier):
   """Independent binary labels, some of them missing."""
 
   name = 'multilabel'
-  metric_names = ('accuracy', 'auroc', 'auprc', 'sensitivity', 'specificity', 'f1', 'ece',
-                  'loss')
-  default_metric = 'auroc'
-  minimized = frozenset({'loss', 'ece'})
-  probabilistic = True
-  label_dtype = np.int32
 
   def label_shape(self, num_outputs, input_shape) -> Tuple[int, ...]:
     return (num_outputs,)
