@@ -231,8 +231,10 @@ def build_model(cfg: TrainConfig, dataset):
 
 
 def _init_state(model, tx, sample, seed: int, ensemble: Optional[Ensemble]):
+  """The initial state, initialised in one compiled program (op by op, a U-Net's init takes
+  seconds on CPU)."""
   if ensemble is None:
-    return create_train_state(model, tx, sample, seed)
+    return jax.jit(lambda x: create_train_state(model, tx, x, seed))(sample)
   from jmed.train import ensemble as jensemble  # pylint: disable=g-import-not-at-top
   return jensemble.create_ensemble_state(model, tx, sample, ensemble.seeds(seed))
 
@@ -533,7 +535,7 @@ def _finish(run: _Run, state, best: Optional[dict], step: int, stopped_early: bo
   cfg, timing = run.cfg, run.timing
   last_test = _evaluate_split(run, state, 'test')
   test = last_test
-  if best is not None:  # report the test split at the checkpoint validation picked
+  if best is not None and best['step'] != step:  # the test split where validation picked
     best_state = checkpoint.restore_latest(run.best_manager, state)
     test = _evaluate_split(run, best_state, 'test')
   summary = {
