@@ -6,7 +6,8 @@ integrated gradients (|attribution|, zero baseline) and Grad-CAM, plus ig_comple
 (sum of IG attributions vs f(x) - f(baseline) per image). Transformers on token ids: one PNG
 per document with the attention-rollout relevance of each token and each layer's attention
 (averaged over heads), plus attention.json. Explained score: the logit of the predicted class
-(or of the label, --target label).
+(or of the label, --target label), so the run's task must predict class probabilities (binary,
+multiclass or multilabel; for multilabel, the predicted class is the most probable label).
 
   python scripts/train.py --data-dir ../shared/data --output-dir runs/seed_cnn
   python scripts/explain.py --run-dir runs/seed_cnn --output-dir runs/seed_cnn/explain
@@ -26,6 +27,7 @@ import numpy as np
 
 from jmed import explain
 from jmed import models
+from jmed import tasks
 from jmed.configs import TrainConfig
 from jmed.train.loop import fit
 from jmed.train.restore import load_run, load_run_dataset, read_config
@@ -74,10 +76,11 @@ def train_seed_cnn(args) -> str:
   return run_dir
 
 
-def explain_images(args, model, variables, images, labels) -> dict:
+def explain_images(args, model, variables, images, labels, task) -> dict:
   """Writes one overlay PNG per image; returns the IG completeness report."""
   apply_fn = model.apply
   logits = np.asarray(jax.jit(apply_fn)(variables, images))
+  probs = np.asarray(task.predict(logits))  # softmax rows, or label probabilities (multilabel)
   predicted = logits.argmax(-1)
   targets = predicted if args.target == 'predicted' else labels
   if np.ndim(targets) != 1:
@@ -98,8 +101,6 @@ def explain_images(args, model, variables, images, labels) -> dict:
         explain.gradcam(apply_fn, variables, images, targets, layer=layer))
   else:
     print(f'{type(model).__name__} has no 4-D feature map: no Grad-CAM.')
-  probs = np.exp(logits - logits.max(-1, keepdims=True))
-  probs /= probs.sum(-1, keepdims=True)
   per_image = []
   for i in range(len(images)):
     path = os.path.join(args.output_dir, f'{args.split}_{i:03d}.png')
@@ -164,6 +165,10 @@ def main(argv=None) -> int:
     run_dir = args.run_dir or train_seed_cnn(args)
     cfg = read_config(run_dir)
     dataset = load_run_dataset(cfg, args.data_dir)
+    task = tasks.get(dataset.task)
+    if not task.probabilistic:
+      raise ValueError(f'explain.py explains the logit of one class per example; the outputs of '
+                       f'task {task.name!r} ({cfg.dataset}) are not class scores.')
     cfg, model, variables = load_run(run_dir, args.which, dataset=dataset)
     if args.split not in dataset.splits:
       raise ValueError(f'split {args.split!r} not in {sorted(dataset.splits)}.')
@@ -174,7 +179,7 @@ def main(argv=None) -> int:
                               dataset.tokenizer)
       name = 'attention.json'
     elif inputs.ndim == 4:
-      report = explain_images(args, model, variables, jnp.asarray(inputs), labels)
+      report = explain_images(args, model, variables, jnp.asarray(inputs), labels, task)
       name = 'ig_completeness.json'
     else:
       raise ValueError(f'explain.py handles images [n, h, w, c] and token ids; {cfg.dataset} '

@@ -4,8 +4,10 @@
 The training flags of scripts/train.py set the base config; --space maps dotted field paths to
 specs: ["loguniform", low, high], ["uniform", low, high], ["int", low, high] or
 ["choice", [values]]. Each trial trains in <search-dir>/trial_<NNN>; results.md/.csv,
-best_config.json and best.json are written to --search-dir. Running the same command again
-resumes an interrupted search (see jmed/search.py).
+best_config.json and best.json are written to --search-dir. Each trial is scored by the
+validation metric --select-metric names; auto is the task's own, and the task says whether
+lower is better (e.g. C-index maximised for survival, RMSE minimised for regression). Running
+the same command again resumes an interrupted search (see jmed/search.py).
 
   python scripts/search.py --model mlp --dataset metabric --data-dir ../shared/data \\
       --optimizer adam --epochs 20 --batch-size 256 --model-kwargs '{"hidden": [41]}' \\

@@ -4,6 +4,9 @@ PneumoniaMNIST, read from $JMED_DATA_DIR (or --data-dir) when set, else download
 
   python scripts/train.py --data-dir ../shared/data
   python scripts/train.py --dataset mnist --data-dir ../shared/data --output-dir runs/mnist
+  python scripts/train.py --model unet --dataset mnist_segmentation --data-dir ../shared/data \
+      --model-kwargs '{"features": [16, 32, 64]}' --optimizer adam --learning-rate 3e-3 \
+      --batch-size 8 --output-dir runs/unet_mnist_segmentation
 """
 
 import argparse
@@ -16,8 +19,9 @@ from jmed.configs import (MoleculeConfig, OptimizerConfig, PrivacyConfig, TextCo
                           field_docs)
 from jmed.data import DATASET_NAMES
 from jmed.data.augment import PRESETS
+from jmed.errors import NonFiniteLossError
 from jmed.models import MODELS
-from jmed.train.loop import NonFiniteLossError, fit
+from jmed.train.loop import fit
 from jmed.train.report import format_summary
 
 

@@ -1,5 +1,6 @@
 """Interpretability: saliency, SmoothGrad, integrated gradients, Grad-CAM, attention, the script."""
 
+import dataclasses
 import importlib.util
 import json
 import types
@@ -12,7 +13,9 @@ import optax
 import pytest
 
 from jmed import explain
+from jmed.configs import TrainConfig
 from jmed.models import MLP, ResNet, SeedCNN, TransformerClassifier
+from jmed.train.loop import write_json
 from conftest import REPO
 
 PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
@@ -289,6 +292,20 @@ def test_script_trains_explains_and_restores(data_dir, tmp_path):
     load_run(str(run_dir), 'first', dataset=dataset)
   with pytest.raises(FileNotFoundError, match='config.json'):
     load_run(str(tmp_path), dataset=dataset)
+
+
+def test_script_refuses_runs_without_class_scores(data_dir, tmp_path, capsys):
+  """A survival run's output is a risk score, not class logits: refused, nothing written."""
+  run_dir = tmp_path / 'cox_run'
+  run_dir.mkdir()
+  write_json(str(run_dir / 'config.json'),
+             dataclasses.asdict(TrainConfig(model='mlp', dataset='metabric')))
+  out = tmp_path / 'explain'
+  code = _load_script().main(['--run-dir', str(run_dir), '--data-dir', str(data_dir),
+                              '--output-dir', str(out)])
+  assert code == 1
+  assert "task 'survival' (metabric) are not class scores" in capsys.readouterr().err
+  assert not out.exists()
 
 
 def test_out_of_range_targets_are_refused(smooth_net, seed_cnn):

@@ -1,6 +1,6 @@
 """Mixed precision (`TrainConfig.dtype='bfloat16'`): bfloat16 compute with float32 parameters,
 BatchNorm statistics, gradients, optimizer state and logits, for every model `fit` can build
-(`jmed.models.MODELS`) and for the U-Net.
+(`jmed.models.MODELS`, the U-Net included).
 
 What stays float32 on purpose in bfloat16 mode (flax's and jax's choices, or ours): BatchNorm and
 LayerNorm statistics and normalisation (flax upcasts, then casts the output to bfloat16); the sum
@@ -27,9 +27,9 @@ import pytest
 
 from jmed import data as jdata
 from jmed import models
-from jmed import segmentation as seg
+from jmed import tasks
 from jmed.configs import MoleculeConfig, OptimizerConfig, TrainConfig
-from jmed.models.unet import UNet
+from jmed.data.datasets import digit_masks
 from jmed.optim import make_optimizer
 from jmed.train import steps
 from jmed.train.state import create_train_state
@@ -40,7 +40,7 @@ BF16, F32 = jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float32)
 MATMULS = ('dot_general', 'conv_general_dilated')
 
 
-# --- Tiny models and inputs: every registered model, the U-Net. ---
+# --- Tiny models and inputs: every registered model. ---
 
 IDS = np.array([[5, 6, 7, 0, 0, 0],
                 [3, 4, 5, 6, 2, 9],
@@ -71,21 +71,20 @@ TINY = {
 
 
 def test_every_registered_model_is_covered():
-  assert set(models.MODELS) | {'unet'} == set(TINY)
+  assert set(models.MODELS) == set(TINY)
 
 
 def _tiny_model(name, dtype):
   kwargs, _ = TINY[name]
-  if name == 'unet':
-    return UNet(num_classes=3, dropout_rate=0.1, dtype=dtype, **kwargs)
   return models.get_model(name, num_classes=3, dropout_rate=0.1, dtype=dtype, **kwargs)
 
 
 def _tiny_batch(name):
   _, x = TINY[name]
   if name == 'unet':
-    return {'image': x, 'mask': np.arange(x[..., 0].size).reshape(x.shape[:3]).astype(np.int32) % 3}
-  return {'image': x, 'label': np.arange(len(x), dtype=np.int32) % 3}
+    labels = np.arange(x[..., 0].size).reshape(x.shape[:3]).astype(np.int32) % 3
+    return {'inputs': x, 'labels': labels}
+  return {'inputs': x, 'labels': np.arange(len(x), dtype=np.int32) % 3}
 
 
 def _tiny_state(name, dtype):
@@ -96,8 +95,8 @@ def _tiny_state(name, dtype):
 
 
 def _step_fn(name):
-  return seg.train_step if name == 'unet' else functools.partial(steps.train_step,
-                                                                 task='multiclass')
+  return functools.partial(steps.train_step,
+                           task='segmentation' if name == 'unet' else 'multiclass')
 
 
 def _subjaxprs(eqn):
@@ -155,12 +154,12 @@ def test_bfloat16_compute_with_float32_state(name):
   (eval_shape / make_jaxpr): nothing is compiled."""
   state = _tiny_state(name, BF16)
   assert _floating_dtypes(state.params) == {F32}
-  assert _floating_dtypes(state.batch_stats) <= {F32}
-  assert bool(state.batch_stats) == (name.startswith('resnet') or name == 'unet')
+  assert _floating_dtypes(state.model_state) <= {F32}
+  assert bool(state.model_state) == (name.startswith('resnet') or name == 'unet')
   assert _floating_dtypes(state.opt_state) == {F32}  # Adam's moments
   batch = _tiny_batch(name)
-  model, x = _tiny_model(name, BF16), batch['image']
-  variables = {'params': state.params, **state.batch_stats}
+  model, x = _tiny_model(name, BF16), batch['inputs']
+  variables = {'params': state.params, **state.model_state}
 
   # The forward pass in training mode: logits, every layer's output, the matmuls.
   jaxpr, (logits, collections) = jax.make_jaxpr(lambda v: model.apply(
@@ -188,7 +187,7 @@ def test_bfloat16_compute_with_float32_state(name):
   # One whole training step: the same dtypes after the update; forward and backward matmuls
   # all in bfloat16.
   jaxpr, (new_state, metrics) = jax.make_jaxpr(_step_fn(name), return_shape=True)(state, batch)
-  for part in ('params', 'batch_stats', 'opt_state'):
+  for part in ('params', 'model_state', 'opt_state'):
     assert jax.tree.map(lambda a: a.dtype, getattr(new_state, part)) == jax.tree.map(
         lambda a: a.dtype, getattr(state, part)), part
   assert metrics['loss_sum'].dtype == F32
@@ -246,16 +245,11 @@ def _batches(inputs, labels, batch_size, seed=0):
   rng = np.random.default_rng(seed)
   passes = -(-STEPS * batch_size // len(labels))
   order = np.concatenate([rng.permutation(len(labels)) for _ in range(passes)])
-  return [{'image': inputs[idx], 'label': labels[idx]}
+  return [{'inputs': inputs[idx], 'labels': labels[idx]}
           for idx in np.split(order[:STEPS * batch_size], STEPS)]
 
 
-def _digit_masks(images, labels):
-  """Per-pixel digit segmentation as in test_unet.py: label + 1 on the stroke, 0 elsewhere."""
-  return np.where(images[..., 0] > 0.5, labels[:, None, None] + 1, 0).astype(np.int32)
-
-
-# family -> (dataset, model name or 'unet', hyperparameters, batch size, Adam learning rate).
+# family -> (dataset, model name, hyperparameters, batch size, Adam learning rate).
 RUNS = {
     'seed_cnn': ('pneumoniamnist', 'seed_cnn', {}, 64, 1e-3),
     # ResNet-18's blocks, BatchNorm included; 2 stages of 1 block keep the compile short.
@@ -282,16 +276,16 @@ def _run_setup(family, load):
   dataset_name, model_name, kwargs, batch_size, _ = RUNS[family]
   dataset = load(dataset_name)
   inputs, labels = dataset.splits['train']
-  if dataset.task == 'regression':  # standardised targets, as `fit` trains them
-    labels = ((labels - labels.mean(0)) / labels.std(0)).astype(np.float32)
+  task = tasks.get(dataset.task).fit_to(labels)  # regression: standardised targets, as in `fit`
   batches = _batches(inputs, labels, batch_size)
-  if model_name == 'unet':
-    batches = [{'image': b['image'], 'mask': _digit_masks(b['image'], b['label'])}
+  if model_name == 'unet':  # per-pixel digit classes, as the mnist_segmentation dataset's
+    batches = [{'inputs': b['inputs'], 'labels': digit_masks(b['inputs'], b['labels'])}
                for b in batches]
-    return batches, functools.partial(UNet, num_classes=11, **kwargs), seg.train_step
+    build = functools.partial(models.get_model, 'unet', num_classes=11, **kwargs)
+    return batches, build, functools.partial(steps.train_step, task='segmentation')
   build = functools.partial(models.get_model, model_name, num_classes=dataset.num_classes,
                             **kwargs, **dataset.model_kwargs)
-  return batches, build, functools.partial(steps.train_step, task=dataset.task)
+  return batches, build, functools.partial(steps.train_step, task=task)
 
 
 def train_losses(family, load):
@@ -300,7 +294,7 @@ def train_losses(family, load):
   batches, build, step_fn = _run_setup(family, load)
   tx = make_optimizer(OptimizerConfig('adam', RUNS[family][4]), STEPS)
   model = build(dtype=jnp.float32)
-  initial = jax.jit(lambda x: create_train_state(model, tx, x, seed=0))(batches[0]['image'][:1])
+  initial = jax.jit(lambda x: create_train_state(model, tx, x, seed=0))(batches[0]['inputs'][:1])
   losses = {}
   for dtype in (jnp.float32, jnp.bfloat16):
     state = initial.replace(apply_fn=build(dtype=dtype).apply)

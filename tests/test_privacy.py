@@ -6,6 +6,7 @@ import math
 import os
 import textwrap
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -17,6 +18,7 @@ from conftest import run_on_forced_devices, subset
 from jmed import data as jdata
 from jmed import models
 from jmed import privacy
+from jmed import tasks
 from jmed.configs import OptimizerConfig, PrivacyConfig, TrainConfig
 from jmed.train import steps
 from jmed.train.loop import fit
@@ -27,7 +29,7 @@ def _batch(n=16, features=6, seed=0):
   rng = np.random.default_rng(seed)
   x = rng.normal(size=(n, features)).astype(np.float32)
   y = (x[:, 0] > 0).astype(np.int32)
-  return {'image': x, 'label': y}
+  return {'inputs': x, 'labels': y}
 
 
 def _state(model=None, lr=0.1, seed=0):
@@ -52,7 +54,7 @@ def test_clipping_bounds_each_example_then_averages():
   batch, state = _batch(), _state(lr=1.0)
   clip = 0.05
   expected = []
-  for x, y in zip(batch['image'], batch['label']):
+  for x, y in zip(batch['inputs'], batch['labels']):
     g = jax.grad(lambda p: optax.softmax_cross_entropy_with_integer_labels(
         state.apply_fn({'params': p}, x[None]), y[None]).mean())(state.params)
     norm = float(optax.tree.norm(g))
@@ -79,12 +81,13 @@ _PARALLEL_WORKER = textwrap.dedent('''
     inputs = dict(np.load(sys.argv[1]))
     mesh = parallel.make_mesh()
     model = models.MLP(num_classes=2, hidden=(8,), dropout_rate=0.3)
-    state = create_train_state(model, optax.sgd(0.1, momentum=0.9), inputs['x'][0, :1], 0)
+    tx = optax.sgd(0.1, momentum=0.9)  # a jitted init: one compile, not one per operation
+    state = jax.jit(lambda sample: create_train_state(model, tx, sample, 0))(inputs['x'][0, :1])
     state = parallel.replicate(state, mesh)
     train = parallel.data_parallel(steps.bind(steps.train_steps, 'binary', privacy=(0.5, 1.1)),
                                    mesh, batch_axis=1)
-    state, metrics = train(state, parallel.shard_batch({'image': inputs['x'],
-                                                        'label': inputs['y']}, mesh, batch_axis=1))
+    state, metrics = train(state, parallel.shard_batch({'inputs': inputs['x'],
+                                                        'labels': inputs['y']}, mesh, batch_axis=1))
     flat = np.concatenate([np.ravel(a) for a in jax.tree.leaves(jax.device_get(state.params))])
     np.savez(sys.argv[2], devices=len(jax.devices()), flat=flat,
              loss=np.asarray(metrics['loss_sum']), clipped=np.asarray(metrics['clipped']))
@@ -103,6 +106,28 @@ def test_four_devices_equal_one_device_with_noise_and_dropout(tmp_path):
   np.testing.assert_allclose(four['loss'], one['loss'], rtol=1e-5)
   np.testing.assert_array_equal(four['clipped'], one['clipped'])
   np.testing.assert_allclose(four['flat'], one['flat'], rtol=1e-4, atol=1e-5)
+
+
+class _BatchNormNet(nn.Module):
+  """Dense -> BatchNorm -> Dense: statistics that mix the examples of a batch."""
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    x = nn.BatchNorm(use_running_average=not train)(nn.Dense(8)(x))
+    return nn.Dense(2)(nn.relu(x))
+
+
+def test_check_applies_refuses_coupled_losses_and_batchnorm():
+  """The one applicability check, asked of the task and the model state (fit and the step)."""
+  privacy.check_applies(tasks.get('binary'), {})  # per-example loss, no model state: fine
+  with pytest.raises(ValueError, match="task 'survival' couples the examples of a batch"):
+    privacy.check_applies(tasks.get('survival'), {})
+  with pytest.raises(ValueError, match=r"BatchNorm statistics.*\['batch_stats'\]"):
+    privacy.check_applies(tasks.get('binary'), {'batch_stats': {'mean': np.zeros(2)}})
+  state = _state(_BatchNormNet())
+  assert set(state.model_state) == {'batch_stats'}
+  with pytest.raises(ValueError, match='BatchNorm statistics'):
+    steps.train_step(state, _batch(), task='binary', privacy=(1.0, 1.0))
 
 
 def _exact_gaussian_epsilon(sigma: float, delta: float) -> float:
@@ -174,11 +199,12 @@ def test_a_private_run_learns_and_reports_its_budget(tmp_path, pneumonia):
 
 
 def test_private_runs_refuse_batchnorm_and_cox_before_writing(tmp_path, pneumonia, data_dir):
-  cfg = _cfg(tmp_path, model='resnet18', model_kwargs={'width': 8})
-  with pytest.raises(ValueError, match='BatchNorm'):
+  # A one-stage ResNet: fit refuses it once its BatchNorm state exists, after the init.
+  cfg = _cfg(tmp_path, model='resnet18', model_kwargs={'width': 4, 'stage_sizes': [1]})
+  with pytest.raises(ValueError, match='BatchNorm statistics'):
     fit(cfg, dataset=pneumonia)
   metabric = jdata.load_dataset('metabric', data_dir=str(data_dir))
-  with pytest.raises(ValueError, match='survival'):
+  with pytest.raises(ValueError, match="task 'survival' couples the examples of a batch"):
     fit(dataclasses.replace(cfg, model='mlp', model_kwargs={}), dataset=metabric)
   assert not os.path.exists(tmp_path / 'run')
   bad = dataclasses.replace(cfg, privacy=PrivacyConfig(enabled=True, l2_clip=0.0))

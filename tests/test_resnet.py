@@ -10,6 +10,7 @@ import pytest
 
 from conftest import run_on_forced_devices
 from jmed import models
+from jmed import tasks
 from jmed.models.resnet import BottleneckBlock, ResNet, ResNet18, ResNet50
 from jmed.train import steps
 from jmed.train.state import create_train_state
@@ -76,7 +77,7 @@ def test_gradient_reaches_every_parameter():
   def loss(params):
     logits, _ = model.apply({'params': params, 'batch_stats': variables['batch_stats']}, x,
                             train=True, mutable=['batch_stats'])
-    return steps.cross_entropy(logits, y).mean()
+    return tasks.get('multiclass').loss(logits, y).mean()
 
   # Each block's last BatchNorm scale starts at zero (the block is the identity at init), which
   # blocks the gradient of its branch: give every scale 1 to check that gradients reach all.
@@ -110,7 +111,7 @@ def test_train_step_learns_a_small_problem():
   step = jax.jit(steps.train_step)
   losses = []
   for _ in range(15):
-    state, metrics = step(state, {'image': x, 'label': y})
+    state, metrics = step(state, {'inputs': x, 'labels': y})
     losses.append(float(metrics['loss_sum']) / 16)
   assert losses[-1] < 0.5 * losses[0], losses
   assert int(state.step) == 15
@@ -124,12 +125,14 @@ _PARALLEL_WORKER = textwrap.dedent('''
     batches = dict(np.load(sys.argv[1]))
     mesh = parallel.make_mesh()
     model = ResNet(num_classes=2, stage_sizes=(1, 1), width=8, dropout_rate=0.3)
-    state = create_train_state(model, optax.sgd(0.1, momentum=0.9), batches['image'][0, :1], 0)
+    tx = optax.sgd(0.1, momentum=0.9)  # a jitted init: one compile, not one per operation
+    init = jax.jit(lambda sample: create_train_state(model, tx, sample, 0))
+    state = init(batches['inputs'][0, :1])
     state = parallel.replicate(state, mesh)
     step_fn = steps.bind(steps.train_steps, 'binary', 'chest_xray')
     train = parallel.data_parallel(step_fn, mesh, batch_axis=1)
     state, metrics = train(state, parallel.shard_batch(batches, mesh, batch_axis=1))
-    leaves = jax.tree.leaves(jax.device_get((state.params, state.batch_stats)))
+    leaves = jax.tree.leaves(jax.device_get((state.params, state.model_state)))
     np.savez(sys.argv[2], flat=np.concatenate([np.ravel(x) for x in leaves]),
              loss=np.asarray(metrics['loss_sum']), devices=len(jax.devices()))
 ''')
@@ -139,8 +142,8 @@ def test_four_devices_equal_one_device_with_batchnorm_and_augmentation(tmp_path)
   """BatchNorm statistics over the global batch: 4 devices give the 1-device params and stats."""
   rng = np.random.default_rng(0)
   path = tmp_path / 'batches.npz'
-  np.savez(path, image=rng.uniform(size=(2, 16, 28, 28, 1)).astype(np.float32),
-           label=rng.integers(0, 2, size=(2, 16)).astype(np.int32))
+  np.savez(path, inputs=rng.uniform(size=(2, 16, 28, 28, 1)).astype(np.float32),
+           labels=rng.integers(0, 2, size=(2, 16)).astype(np.int32))
   one, _ = run_on_forced_devices(tmp_path, 1, _PARALLEL_WORKER, path)
   four, _ = run_on_forced_devices(tmp_path, 4, _PARALLEL_WORKER, path)
   assert int(one['devices']) == 1 and int(four['devices']) == 4
@@ -151,19 +154,22 @@ def test_four_devices_equal_one_device_with_batchnorm_and_augmentation(tmp_path)
 def test_small_resnet_learns_real_pneumoniamnist(data_dir):
   """A narrow ResNet (width 8) with chest-X-ray augmentation learns PneumoniaMNIST in 2 epochs."""
   from jmed import data as jdata
-  from jmed.metrics import classification_metrics
+  from jmed.metrics import binary_metrics
   dataset = jdata.load_dataset('pneumoniamnist', data_dir=str(data_dir))
   images, labels = dataset.splits['train']
   model = ResNet(num_classes=2, stage_sizes=(1, 1, 1), width=8)
-  state = create_train_state(model, optax.adam(3e-3), images[:1], 0)
+  tx = optax.adam(3e-3)
+  # Initialised under jit: one compile, and the state's step is an array from the start, so the
+  # train step compiles once (a Python-int step would trace it a second time).
+  state = jax.jit(lambda sample: create_train_state(model, tx, sample, 0))(images[:1])
   train = jax.jit(steps.bind(steps.train_step, 'binary', 'chest_xray'))
   for epoch in range(2):
     for batch in jdata.train_batches(images, labels, 64, seed=0, epoch=epoch):
       state, _ = train(state, batch)
   evaluate = jax.jit(steps.bind(steps.eval_step, 'binary'))
   test_images, test_labels = dataset.splits['test']
-  probs = np.concatenate([np.asarray(evaluate(state, b)['probs'])[b['mask'] > 0]
+  probs = np.concatenate([np.asarray(evaluate(state, b)['predictions'])[b['valid'] > 0]
                           for b in jdata.eval_batches(test_images, test_labels, 208)])
-  result = classification_metrics(probs, test_labels, task='binary')
+  result = binary_metrics(probs, test_labels)
   # Chance: AUROC 0.5; the untrained net is near it (BatchNorm running stats at init).
   assert result['auroc'] > 0.85, result

@@ -1,5 +1,6 @@
 """Tests of jmed.search: config paths, spaces, and real grid / random / Bayesian searches
-(a tiny MLP on the real METABRIC survival set), including resumption after an interruption."""
+(a tiny MLP on the real METABRIC survival set), including resumption after an interruption, and
+the direction of the objective on a regression (ESOL) and a survival (METABRIC) task."""
 
 import csv
 import dataclasses
@@ -11,7 +12,8 @@ import pytest
 from conftest import real_data_dir
 from jmed import data as jdata
 from jmed import search
-from jmed.configs import SURVIVAL_RECIPES, TrainConfig, load_config
+from jmed.configs import (SURVIVAL_RECIPES, MoleculeConfig, OptimizerConfig, TrainConfig,
+                          load_config)
 from jmed.train import loop
 
 SPACE = {'optimizer.learning_rate': ('loguniform', 1e-4, 1e-2),
@@ -26,6 +28,15 @@ def metabric():
   if not (path / 'survival').is_dir():
     pytest.skip(f'real data not found at {path}; set JMED_DATA_DIR')
   return jdata.load_dataset('metabric', data_dir=str(path))
+
+
+@pytest.fixture(scope='module')
+def esol():
+  path = real_data_dir()
+  if not (path / 'moleculenet').is_dir():
+    pytest.skip(f'MoleculeNet data not found under {path}; set JMED_DATA_DIR')
+  return jdata.load_dataset('esol', data_dir=str(path),
+                            molecule=MoleculeConfig(features='fingerprint'))
 
 
 @pytest.fixture()
@@ -155,6 +166,30 @@ def test_minimized_metric_picks_the_lowest(tmp_path, metabric, base):
   assert result['direction'] == 'minimize' and result['metric'] == 'val_loss'
   values = [t['objective'] for t in result['trials']]
   assert values[0] != values[1] and result['best']['objective'] == min(values)
+
+
+@pytest.mark.parametrize('name, metric, direction', [('esol', 'val_rmse', 'minimize'),
+                                                     ('metabric', 'val_c_index', 'maximize')])
+def test_auto_objective_follows_the_task(tmp_path, request, name, metric, direction):
+  """select_metric 'auto': the task picks the metric and whether lower is better (RMSE is
+  minimised on regression, the C-index maximised on survival); the best trial is the lowest or
+  the highest accordingly."""
+  dataset = request.getfixturevalue(name)
+  assert dataset.task == ('regression' if name == 'esol' else 'survival')
+  base = TrainConfig(model='mlp', dataset=name, epochs=1, batch_size=128, eval_batch_size=128,
+                     model_kwargs={'hidden': [8]}, optimizer=OptimizerConfig(name='adam'),
+                     molecule=MoleculeConfig(features='fingerprint'), progress=False)
+  assert base.select_metric == 'auto'
+  space = {'optimizer.learning_rate': ('loguniform', 1e-4, 3e-2)}
+  result = search.search(base, space, method='random', trials=2, search_dir=str(tmp_path),
+                         dataset=dataset, progress=False)
+  assert result['direction'] == direction and result['metric'] == metric
+  trials = result['trials']
+  assert [t['status'] for t in trials] == ['done', 'done']
+  values = [t['objective'] for t in trials]
+  assert values[0] != values[1]
+  assert result['best']['objective'] == (min(values) if direction == 'minimize' else max(values))
+  assert search.objective_direction(base, dataset.task) == direction
 
 
 @pytest.mark.parametrize('method', ['random', 'bayes'])

@@ -61,7 +61,8 @@ def test_text_models_gradients_are_finite_and_reach_the_embedding(name):
   assert all(np.isfinite(g).all() for g in jax.tree.leaves(grads))
   embedding = grads[[k for k in grads if k.startswith('Embed')][0]]['embedding']
   assert np.abs(embedding[IDS[1]]).sum() > 0
-  assert np.abs(embedding[np.array([1, 10, 12])]).sum() == 0  # tokens not in the batch get no gradient
+  # Tokens not in the batch get no gradient.
+  assert np.abs(embedding[np.array([1, 10, 12])]).sum() == 0
 
 
 def test_bidirectional_encoder_runs_backward_from_each_sequences_own_end():

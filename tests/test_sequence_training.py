@@ -12,11 +12,12 @@ from conftest import run_on_forced_devices, subset
 from jmed import data as jdata
 from jmed import models
 from jmed import survival
+from jmed import tasks
 from jmed import text as jtext
-from jmed.data import medical_abstracts
 from jmed.configs import OptimizerConfig, TextConfig, TrainConfig
+from jmed.data import medical_abstracts
 from jmed.train import steps
-from jmed.train.loop import fit, select_metric
+from jmed.train.loop import fit
 from jmed.train.report import format_summary
 from jmed.train.state import create_train_state
 
@@ -56,7 +57,7 @@ def test_cox_train_loss_is_the_global_batch_cox_loss(metabric):
   x, y = (a[:64] for a in metabric.splits['train'])
   model = models.MLP(num_classes=1, hidden=(8,))
   state = create_train_state(model, optax.sgd(0.0), x[:1], 0)
-  _, metrics = jax.jit(steps.bind(steps.train_step, 'survival'))(state, {'image': x, 'label': y})
+  _, metrics = jax.jit(steps.bind(steps.train_step, 'survival'))(state, {'inputs': x, 'labels': y})
   risk = model.apply({'params': state.params}, x)[:, 0]
   expected = survival.cox_loss(risk, y[:, 0], y[:, 1])
   np.testing.assert_allclose(float(metrics['loss_sum']) / 64, expected, rtol=1e-5)
@@ -76,10 +77,11 @@ _PARALLEL_WORKER = textwrap.dedent('''
         ('multiclass', models.TransformerClassifier(3, 30, embed_dim=8, num_heads=2, mlp_dim=16,
                                                     dropout_rate=0.2, max_length=12),
          inputs['ids'], inputs['labels'])]:
-      state = create_train_state(model, optax.sgd(0.1, momentum=0.9), x[0, :1], 0)
+      tx = optax.sgd(0.1, momentum=0.9)  # a jitted init: one compile, not one per operation
+      state = jax.jit(lambda sample: create_train_state(model, tx, sample, 0))(x[0, :1])
       state = parallel.replicate(state, mesh)
       train = parallel.data_parallel(steps.bind(steps.train_steps, task), mesh, batch_axis=1)
-      state, metrics = train(state, parallel.shard_batch({'image': x, 'label': y}, mesh,
+      state, metrics = train(state, parallel.shard_batch({'inputs': x, 'labels': y}, mesh,
                                                          batch_axis=1))
       leaves = jax.tree.leaves(jax.device_get(state.params))
       out[task + '_flat'] = np.concatenate([np.ravel(a) for a in leaves])
@@ -130,7 +132,7 @@ def test_text_batches_have_one_shape_so_the_step_compiles_once(abstracts):
   step = jax.jit(steps.bind(steps.train_step, 'multiclass'))
   sizes = []
   for i, batch in enumerate(jdata.train_batches(ids, labels, 16, seed=0, epoch=0)):
-    assert batch['image'].dtype == np.int32 and batch['image'].shape == (16, 128)
+    assert batch['inputs'].dtype == np.int32 and batch['inputs'].shape == (16, 128)
     state, _ = step(state, batch)
     sizes.append(step._cache_size())  # pylint: disable=protected-access
     if i == 5:
@@ -143,7 +145,7 @@ def test_text_batches_have_one_shape_so_the_step_compiles_once(abstracts):
 def test_grud_learns_irregular_mnist_through_fit(tmp_path, data_dir):
   """GRU-D on real MNIST rows sampled irregularly with missing pixels (a stand-in signal)."""
   dataset = jdata.load_dataset('mnist_irregular', data_dir=str(data_dir))
-  assert dataset.image_shape == (28, 1 + 3 * 28)
+  assert dataset.input_shape == (28, 1 + 3 * 28)
   inputs = dataset.splits['train'][0]
   assert 0.4 < inputs[..., 0].mean() < 0.6  # about half the rows kept
   small = subset(dataset, 3000, 500)
@@ -154,21 +156,24 @@ def test_grud_learns_irregular_mnist_through_fit(tmp_path, data_dir):
 
 
 def test_select_metric_follows_the_task():
-  assert select_metric('auto', 'survival') == 'c_index'
-  assert select_metric('auto', 'binary') == 'auroc'
-  assert select_metric('loss', 'survival') == 'loss'
+  survival_task, binary = tasks.get('survival'), tasks.get('binary')
+  assert survival_task.select_metric('auto') == 'c_index'
+  assert binary.select_metric('auto') == 'auroc'
+  assert survival_task.select_metric('loss') == 'loss'
+  assert not survival_task.lower_is_better('c_index') and survival_task.lower_is_better('loss')
   with pytest.raises(ValueError, match='does not apply'):
-    select_metric('auroc', 'survival')
+    survival_task.select_metric('auroc')
   with pytest.raises(ValueError, match='does not apply'):
-    select_metric('c_index', 'multiclass')
+    tasks.get('multiclass').select_metric('c_index')
 
 
 def test_balanced_class_weights_match_scikit_learn():
   from sklearn.utils.class_weight import compute_class_weight
   labels = np.array([0, 0, 0, 1, 2, 2])
   expected = compute_class_weight('balanced', classes=np.arange(3), y=labels)
-  np.testing.assert_allclose(steps.balanced_class_weights(labels, 3), expected)
-  assert steps.balanced_class_weights(labels, 4)[3] == 0.0
+  multiclass = tasks.get('multiclass')
+  np.testing.assert_allclose(multiclass.class_weights(labels, 3), expected)
+  assert multiclass.class_weights(labels, 4)[3] == 0.0
 
 
 def test_class_weights_steer_the_gradient():
@@ -177,12 +182,12 @@ def test_class_weights_steer_the_gradient():
   y = np.array([0, 1] * 4, np.int32)
   state = create_train_state(models.MLP(num_classes=2, hidden=()), optax.sgd(1.0), x[:1], 0)
   only_0 = jax.jit(steps.bind(steps.train_step, 'binary', class_weights=(2.0, 0.0)))
-  new, metrics = only_0(state, {'image': x, 'label': y})
+  new, metrics = only_0(state, {'inputs': x, 'labels': y})
   unweighted = jax.jit(steps.bind(steps.train_step, 'binary'))
-  _, plain_metrics = unweighted(state, {'image': x, 'label': y})
+  _, plain_metrics = unweighted(state, {'inputs': x, 'labels': y})
   np.testing.assert_allclose(metrics['loss_sum'], plain_metrics['loss_sum'])
   keep_0 = jax.jit(steps.bind(steps.train_step, 'binary'))(
-      state, {'image': x[y == 0], 'label': y[y == 0]})[0]
+      state, {'inputs': x[y == 0], 'labels': y[y == 0]})[0]
   np.testing.assert_allclose(new.params['Dense_0']['kernel'],
                              keep_0.params['Dense_0']['kernel'], rtol=1e-5)
 

@@ -14,12 +14,12 @@ import pytest
 from conftest import real_data_dir, run_on_forced_devices
 from jmed import data as jdata
 from jmed import metrics as jmetrics
-from jmed import plots, uncertainty
+from jmed import plots, tasks, uncertainty
 from jmed.configs import OptimizerConfig, TrainConfig
+from jmed.errors import NonFiniteLossError
 from jmed.models import SeedCNN
 from jmed.optim import make_optimizer
 from jmed.train import ensemble, steps
-from jmed.train.loop import NonFiniteLossError
 from jmed.train.state import create_train_state
 
 PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
@@ -48,8 +48,8 @@ def _random_subset(dataset, sizes: dict, seed: int = 0):
 def _batches(dataset, num_steps: int, batch: int, seed: int = 0):
   """[steps, batch, ...] real training batches."""
   images, labels = _random_subset(dataset, {'train': num_steps * batch}, seed).splits['train']
-  return {'image': images.reshape(num_steps, batch, *images.shape[1:]),
-          'label': labels.reshape(num_steps, batch)}
+  return {'inputs': images.reshape(num_steps, batch, *images.shape[1:]),
+          'labels': labels.reshape(num_steps, batch)}
 
 
 def _tx():  # the four-device worker below builds the same
@@ -107,7 +107,7 @@ def _train_ensemble(state, batches, shared_batch: bool):
   step = jax.jit(functools.partial(ensemble.ensemble_train_step, task='binary',
                                    shared_batch=shared_batch))
   losses = []
-  for i in range(len(batches['label'])):
+  for i in range(len(batches['labels'])):
     state, metrics = step(state, jax.tree.map(lambda x: x[i], batches))
     losses.append(np.asarray(metrics['loss_sum']))
   return state, np.stack(losses)  # losses: [steps, members]
@@ -144,10 +144,11 @@ def test_ensemble_eval_step_gives_member_probabilities(pneumonia, stacked):
   images, labels = pneumonia.splits['test']
   batch = next(jdata.eval_batches(images[:5], labels[:5], 8))
   out = jax.jit(functools.partial(ensemble.ensemble_eval_step, task='binary'))(stacked, batch)
-  assert out['probs'].shape == (2, 8, 2) and out['count'].tolist() == [5, 5]
+  assert out['predictions'].shape == (2, 8, 2) and out['count'].tolist() == [5, 5]
   alone = jax.jit(functools.partial(steps.eval_step, task='binary'))(
       ensemble.member_state(stacked, 1), batch)
-  np.testing.assert_allclose(out['probs'][1], alone['probs'], rtol=1e-5, atol=1e-7)
+  np.testing.assert_allclose(out['predictions'][1], alone['predictions'], rtol=1e-5, atol=1e-7)
+  np.testing.assert_allclose(out['loss_sum'][1], alone['loss_sum'], rtol=1e-5)
 
 
 _PARALLEL_WORKER = textwrap.dedent('''
@@ -161,12 +162,12 @@ _PARALLEL_WORKER = textwrap.dedent('''
     mesh = parallel.make_mesh()
     tx = make_optimizer(OptimizerConfig(name='sgd', learning_rate=0.05, momentum=0.9))  # _tx()
     state = ensemble.create_ensemble_state(SeedCNN(num_classes=2, dropout_rate=0.5), tx,
-                                           batches['image'][0, :1], seeds)
+                                           batches['inputs'][0, :1], seeds)
     state = parallel.replicate(state, mesh)
     step = parallel.data_parallel(
         functools.partial(ensemble.ensemble_train_step, task='binary'), mesh)
     losses = []
-    for i in range(len(batches['label'])):
+    for i in range(len(batches['labels'])):
       batch = parallel.shard_batch({k: v[i] for k, v in batches.items()}, mesh)
       state, metrics = step(state, batch)
       losses.append(np.asarray(metrics['loss_sum']))
@@ -262,8 +263,11 @@ def test_mc_dropout_predict_covers_a_split_in_padded_batches():
   np.testing.assert_allclose(probs[:, 4:], second[:, :2], rtol=1e-5)
 
 
-@pytest.mark.parametrize('kwargs, match', [({'num_samples': 0}, 'num_samples'),
-                                           ({'task': 'survival'}, 'task')])
+@pytest.mark.parametrize('kwargs, match', [
+    ({'num_samples': 0}, 'num_samples'),
+    ({'task': 'survival'}, "task 'survival' does not predict class probabilities"),
+    ({'task': 'regression'}, "task 'regression' does not predict class probabilities"),
+])
 def test_mc_dropout_rejects_bad_arguments(kwargs, match):
   net, variables, inputs = _norm_net(0.5)
   args = {'num_samples': 2, 'task': 'multiclass', **kwargs}
@@ -272,6 +276,10 @@ def test_mc_dropout_rejects_bad_arguments(kwargs, match):
 
 
 # ---------------------------------------------------------------- summaries and metrics
+
+
+def _bernoulli_entropy(p):
+  return -(p * math.log(p) + (1 - p) * math.log(1 - p))
 
 
 def test_ensemble_summary_by_hand():
@@ -292,20 +300,40 @@ def test_ensemble_summary_by_hand():
                              [h(p) - (h(three[0, 0]) + h(three[1, 0])) / 2], rtol=1e-5)
   with pytest.raises(ValueError, match=r'\[members, batch, classes\]'):
     uncertainty.ensemble_summary(np.ones((4, 2)) / 2)
+  with pytest.raises(ValueError, match="task 'regression' does not predict class probabilities"):
+    uncertainty.ensemble_summary(member_probs, 'regression')
+
+
+def test_ensemble_summary_of_independent_labels_by_hand():
+  """'multilabel': an entropy is the sum of the labels' Bernoulli entropies (not a softmax's)."""
+  member_probs = np.array([[[0.9, 0.2]],   # member 0: one example, two labels
+                           [[0.5, 0.6]]])  # member 1
+  out = uncertainty.ensemble_summary(member_probs, 'multilabel')
+  h = _bernoulli_entropy
+  predictive = h(0.7) + h(0.4)  # the mean member: [0.7, 0.4]
+  expected = (h(0.9) + h(0.2) + h(0.5) + h(0.6)) / 2
+  np.testing.assert_allclose(out['mean'], [[0.7, 0.4]], rtol=1e-6)
+  np.testing.assert_allclose(out['predictive_entropy'], [predictive], rtol=1e-5)
+  np.testing.assert_allclose(out['expected_entropy'], [expected], rtol=1e-5)
+  np.testing.assert_allclose(out['mutual_information'], [predictive - expected], rtol=1e-4)
+  assert predictive - expected > 0.05  # the members disagree on label 0
 
 
 def test_negative_log_likelihood_by_hand():
   probs = np.array([[0.9, 0.1], [0.2, 0.8]])
-  assert uncertainty.negative_log_likelihood(probs, [0, 0]) == pytest.approx(
-      -(math.log(0.9) + math.log(0.2)) / 2)
+  multiclass, multilabel_task = tasks.get('multiclass'), tasks.get('multilabel')
+  assert multiclass.nll(probs, [0, 0]) == pytest.approx(-(math.log(0.9) + math.log(0.2)) / 2)
   multilabel = np.array([[0.9, 0.3], [0.4, 0.5]])
   labels = np.array([[1, 0], [-1, 1]])  # -1: missing, ignored
-  assert uncertainty.negative_log_likelihood(multilabel, labels) == pytest.approx(
+  assert multilabel_task.nll(multilabel, labels) == pytest.approx(
       -(math.log(0.9) + math.log(0.7) + math.log(0.5)) / 3)
   metrics = uncertainty.prediction_metrics(probs, np.array([0, 1]))
-  assert metrics['accuracy'] == 1.0 and 'ece' in metrics and metrics['nll'] > 0
+  assert metrics['accuracy'] == 1.0 and 'ece' in metrics
+  assert metrics['nll'] == pytest.approx(-(math.log(0.9) + math.log(0.8)) / 2)
   with pytest.raises(ValueError, match='labels'):
-    uncertainty.negative_log_likelihood(probs, [0, 2])
+    multiclass.nll(probs, [0, 2])
+  with pytest.raises(ValueError, match='does not predict class probabilities'):
+    uncertainty.prediction_metrics(probs, np.array([0, 1]), 'survival')
 
 
 def test_reliability_diagram_writes_a_png(tmp_path):
@@ -337,11 +365,13 @@ def test_fit_ensemble_learns_and_writes_outputs(tmp_path, pneumonia):
   data = _random_subset(pneumonia, {'train': 768, 'validation': 100, 'test': 300})
   state, summary = ensemble.fit_ensemble(_fit_cfg(tmp_path), 2, data)
   assert ensemble.num_members(state) == 2 and summary['steps'] == 2 * 24
+  assert 'test_ensemble' not in summary  # test_* are the ensemble's own metrics
   assert len(summary['test_members']) == 2
-  test = summary['test_ensemble']
+  assert summary['test_mean_member']['auroc'] == pytest.approx(
+      np.mean([m['auroc'] for m in summary['test_members']]))
   # Chance: AUROC 0.5, NLL 0.66 (the base rate); this run: about 0.91 and 0.48.
-  assert test['auroc'] > 0.85 and test['nll'] < 0.6, test
-  assert 0 <= test['ece'] <= 1 and test['mean_mutual_information'] >= 0
+  assert summary['test_auroc'] > 0.85 and summary['test_nll'] < 0.6, summary
+  assert 0 <= summary['test_ece'] <= 1 and summary['test_mean_mutual_information'] >= 0
   run = tmp_path / 'run'
   assert json.loads((run / 'summary.json').read_text())['members'] == 2
   assert (run / 'reliability.png').read_bytes()[:8] == PNG_SIGNATURE
@@ -357,3 +387,28 @@ def test_fit_ensemble_stops_on_nan_loss(tmp_path, pneumonia):
     ensemble.fit_ensemble(cfg, 2, data)
   with pytest.raises(ValueError, match='members'):
     ensemble.fit_ensemble(cfg, 0, data)
+
+
+def test_fit_ensemble_resumed_equals_uninterrupted_run(tmp_path, pneumonia):
+  """A 2-member run stopped mid-epoch by max_steps, then resumed, ends where one run does."""
+  # 96 images / 16 = 6 steps per epoch, 2 epochs; stopped after step 7, inside epoch 1. One
+  # step per dispatch: one train program to compile per run.
+  data = _random_subset(pneumonia, {'train': 96, 'test': 50})
+  cfg = lambda out, **kw: _fit_cfg(  # noqa: E731
+      tmp_path, model='mlp', model_kwargs={'hidden': [8]}, batch_size=16, eval_batch_size=50,
+      steps_per_dispatch=1, output_dir=str(tmp_path / out), **kw)
+  full_state, full = ensemble.fit_ensemble(cfg('full'), 2, data)
+  _, stopped = ensemble.fit_ensemble(cfg('interrupted', max_steps=7), 2, data)
+  assert stopped['steps'] == 7
+  state, resumed = ensemble.fit_ensemble(cfg('interrupted', resume=True), 2, data)
+  assert resumed['steps'] == full['steps'] == 12
+  assert np.asarray(state.step).tolist() == np.asarray(full_state.step).tolist() == [12, 12]
+  _assert_trees_close((state.params, state.opt_state), (full_state.params, full_state.opt_state),
+                      rtol=1e-6, atol=1e-7)
+  np.testing.assert_array_equal(jax.random.key_data(state.rng),
+                                jax.random.key_data(full_state.rng))
+  assert resumed['test_loss'] == pytest.approx(full['test_loss'], rel=1e-6)
+  # It continued from step 7 (a fresh start would also end at step 12): the log keeps the
+  # records up to the restored step, then the rest of epoch 1.
+  lines = (tmp_path / 'interrupted' / 'metrics.jsonl').read_text().splitlines()
+  assert [(r['epoch'], r['step']) for r in map(json.loads, lines)] == [(0, 6), (1, 7), (1, 12)]
