@@ -218,7 +218,8 @@ def build_model(cfg: TrainConfig, dataset):
   """`cfg.model` sized for `dataset` (classes, vocabulary, ...) with `cfg.model_kwargs`."""
   kwargs = dict(num_classes=dataset.num_classes, dropout_rate=cfg.dropout_rate,
                 dtype=jnp.dtype(cfg.dtype), **dataset.model_kwargs)
-  kwargs.update(cfg.model_kwargs)
+  # JSON gives lists; tuples keep the module hashable (its compiled init is then reused).
+  kwargs.update({k: tuple(v) if isinstance(v, list) else v for k, v in cfg.model_kwargs.items()})
   try:
     return models.get_model(cfg.model, **kwargs)
   except TypeError as e:
@@ -231,10 +232,8 @@ def build_model(cfg: TrainConfig, dataset):
 
 
 def _init_state(model, tx, sample, seed: int, ensemble: Optional[Ensemble]):
-  """The initial state, initialised in one compiled program (op by op, a U-Net's init takes
-  seconds on CPU)."""
   if ensemble is None:
-    return jax.jit(lambda x: create_train_state(model, tx, x, seed))(sample)
+    return create_train_state(model, tx, sample, seed)
   from jmed.train import ensemble as jensemble  # pylint: disable=g-import-not-at-top
   return jensemble.create_ensemble_state(model, tx, sample, ensemble.seeds(seed))
 

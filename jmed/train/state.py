@@ -1,5 +1,6 @@
 """The functional training state: everything a step reads and writes, in one pytree."""
 
+import functools
 from typing import Any
 
 import flax
@@ -32,12 +33,29 @@ def create_train_state(model, tx: optax.GradientTransformation, sample_input, se
   """Initialises parameters from `sample_input` ([batch, ...], one example suffices).
 
   The init key and the step key are split from `seed`, so a run is reproducible from its seed.
+  The model's `init` runs as one compiled program, cached per model (a flax module with hashable
+  hyperparameters: tuples, not lists) and input shape, so building the same model again costs
+  nothing.
   """
   init_rng, step_rng = jax.random.split(jax.random.key(seed))
-  variables = model.init({'params': init_rng, 'dropout': init_rng}, jnp.asarray(sample_input),
-                         train=False)
+  variables = _init_variables(model, jnp.asarray(sample_input), init_rng)
   params = variables['params']
   # Every collection but the parameters and what modules sow for inspection is model state.
   model_state = {k: v for k, v in variables.items() if k not in ('params', 'intermediates')}
   return TrainState.create(apply_fn=model.apply, params=params, tx=tx, model_state=model_state,
                            rng=step_rng)
+
+
+def _init_variables(model, sample_input, rng) -> dict:
+  try:
+    hash(model)
+  except TypeError:  # unhashable hyperparameters: compiled, but not cached
+    return jax.jit(functools.partial(_init, model))(sample_input, rng)
+  return _cached_init(model, sample_input, rng)
+
+
+def _init(model, sample_input, rng) -> dict:
+  return model.init({'params': rng, 'dropout': rng}, sample_input, train=False)
+
+
+_cached_init = jax.jit(_init, static_argnums=0)
