@@ -12,8 +12,9 @@ Paths name fields of `TrainConfig`, of its nested configs ('optimizer.*', 'text.
 
 Each trial is a normal `fit` run in `<search_dir>/trial_<NNN>` (numbered from 000) scored by its
 validation `select_metric` at the best epoch (`summary['best']['value']`), minimised where the
-dataset's task says lower is better (loss, RMSE, MAE, ECE) and maximised otherwise. A trial whose `fit` raises a
-ValueError or `NonFiniteLossError` is recorded as failed with its message and the search goes on.
+dataset's task says lower is better (loss, RMSE, MAE, ECE) and maximised otherwise. A trial
+whose `fit` raises a ValueError or `NonFiniteLossError` is recorded as failed with its message
+and the search goes on.
 
 `search_dir` holds `search.json` (method, space, seed, base config), `results.csv` and
 `results.md` (a row per trial), `best_config.json` (the best trial's full `TrainConfig`;

@@ -154,14 +154,15 @@ def prediction_metrics(probs, labels, task='multiclass') -> dict:
   return {**task.evaluate(probs, labels), 'nll': task.nll(probs, labels)}
 
 
-def ensemble_metrics(task, member_predictions, labels, member_losses) -> dict:
+def ensemble_metrics(task, member_predictions, labels, member_losses=None) -> dict:
   """An ensemble's metrics on a split: those of its combined prediction, then its members'.
 
   Args:
     task: a `jmed.tasks.Task` or its name.
     member_predictions: [members, n, ...] `task.predict` outputs.
     labels: [n, ...].
-    member_losses: [members] each member's mean loss on the split.
+    member_losses: [members] each member's mean loss on the split, or None (no 'loss' but
+      the one a task computes itself).
 
   Returns:
     `task.evaluate` of `task.combine(member_predictions)` with 'loss' (the mean member loss,
@@ -172,10 +173,11 @@ def ensemble_metrics(task, member_predictions, labels, member_losses) -> dict:
   task = jtasks.get(task)
   member_predictions = np.asarray(member_predictions)
   members = [task.evaluate(p, labels) for p in member_predictions]
-  for metrics, loss in zip(members, np.ravel(member_losses)):
-    metrics.setdefault('loss', float(loss))
   result = task.evaluate(task.combine(member_predictions), labels)
-  result.setdefault('loss', float(np.mean(member_losses)))
+  if member_losses is not None:
+    for metrics, loss in zip(members, np.ravel(member_losses)):
+      metrics.setdefault('loss', float(loss))
+    result.setdefault('loss', float(np.mean(member_losses)))
   if task.probabilistic:
     for metrics, probs in zip(members, member_predictions):
       metrics['nll'] = task.nll(probs, labels)

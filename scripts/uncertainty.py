@@ -76,13 +76,6 @@ def _reported_state(state, summary, output_dir: str):
     return checkpoint.restore_latest(manager, state)
 
 
-def _mean_member_row(member_probs, labels, task) -> dict:
-  """Each member's `prediction_metrics`, averaged over the members (None where one is)."""
-  members = [uncertainty.prediction_metrics(p, labels, task) for p in member_probs]
-  return {c: None if any(m.get(c) is None for m in members) else float(
-      np.mean([m[c] for m in members])) for c in COLUMNS if c in members[0]}
-
-
 def main(argv=None) -> int:
   args = parse_args(argv)
   cfg = TrainConfig(
@@ -118,7 +111,7 @@ def main(argv=None) -> int:
            'ensemble': f'deep ensemble ({args.members} members)',
            'mc_dropout': f'MC dropout (member 0, {args.mc_samples} samples)'}
   rows = [{'method': 'single model (mean of members)',
-           **_mean_member_row(member_probs, labels, task)}]
+           **uncertainty.ensemble_metrics(task, member_probs, labels)['mean_member']}]
   for key, stack in stacks.items():
     probs = stack.mean(0)
     row = {'method': names[key], **uncertainty.prediction_metrics(probs, labels, task)}

@@ -20,14 +20,12 @@ sharded over 'data' along its batch axis, exactly as for one model.
 """
 
 import functools
-import os
 from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jmed import tasks
 from jmed.configs import TrainConfig
 from jmed.data import pipeline
 from jmed.train import loop, parallel, steps
@@ -144,28 +142,4 @@ def fit_ensemble(cfg: TrainConfig, members: int, dataset=None, *,
                               'multi-host run can train the members as separate fit runs.')
   if cfg.privacy.enabled:
     raise ValueError('fit_ensemble does not train with DP-SGD; train each member with fit.')
-  loop.check_config(cfg)
-  dataset = loop.load_dataset(cfg) if dataset is None else dataset
-  ensemble = loop.Ensemble(int(members), independent_shuffles)
-  state, summary = loop.train_and_evaluate(cfg, dataset, ensemble)
-  task = tasks.get(dataset.task)
-  if task.probabilistic:
-    _reliability_diagram(cfg, dataset, task, state, members)
-  return state, summary
-
-
-def _reliability_diagram(cfg, dataset, task, state, members: int) -> None:
-  """reliability.png: the ensemble's test reliability diagram at the checkpoint `fit` reports."""
-  from jmed import plots  # pylint: disable=g-import-not-at-top
-  from jmed.train import checkpoint  # pylint: disable=g-import-not-at-top
-  best_dir = os.path.join(cfg.output_dir, 'best')
-  if os.path.isdir(best_dir):
-    with checkpoint.make_manager(best_dir, 1) as manager:
-      state = checkpoint.restore_latest(manager, state)
-  mesh = parallel.make_mesh()
-  eval_fn = jax.jit(functools.partial(ensemble_eval_step, task=task))
-  inputs, labels = dataset.splits['test']
-  member_probs = ensemble_predict(state, eval_fn, inputs, labels, cfg.eval_batch_size, mesh)
-  plots.reliability_diagram(*task.calibration_inputs(task.combine(member_probs), labels),
-                            os.path.join(cfg.output_dir, 'reliability.png'),
-                            title=f'{members}-member ensemble, {dataset.name} test')
+  return loop.train_and_evaluate(cfg, dataset, loop.Ensemble(int(members), independent_shuffles))

@@ -55,6 +55,17 @@ class Ensemble:
   def seeds(self, seed: int):
     return [seed + m for m in range(self.members)]
 
+  def describe(self, seed: int) -> dict:
+    """What config.json and summary.json record of the ensemble."""
+    return {'members': self.members, 'seeds': self.seeds(seed),
+            'independent_shuffles': self.independent_shuffles}
+
+
+def _batch_axis(ensemble: Optional[Ensemble]) -> int:
+  """The batch axis of a dispatch: [steps, batch, ...], or [steps, members, batch, ...] for an
+  ensemble whose members each draw their own batches."""
+  return 2 if ensemble and ensemble.independent_shuffles else 1
+
 
 @dataclasses.dataclass
 class _Run:
@@ -161,7 +172,7 @@ def _setup(cfg: TrainConfig, dataset, ensemble: Optional[Ensemble]):
   metric = task.select_metric(cfg.select_metric)
   class_weights = _class_weights(cfg, task, dataset)
   augment = _augment(cfg, task)
-  privacy = _privacy(cfg, task)
+  privacy = _privacy(cfg)
   steps_per_epoch = len(dataset.splits['train'][0]) // cfg.batch_size
   if steps_per_epoch == 0:
     raise ValueError(f'batch_size {cfg.batch_size} exceeds the {len(dataset.splits["train"][0])}'
@@ -205,12 +216,11 @@ def _augment(cfg: TrainConfig, task):
   return config
 
 
-def _privacy(cfg: TrainConfig, task):
+def _privacy(cfg: TrainConfig):
   """(l2_clip, noise_multiplier) for a DP-SGD run, else None."""
   if not cfg.privacy.enabled:
     return None
   jprivacy.check_config(cfg.privacy)
-  jprivacy.check_applies(task, {})
   return (float(cfg.privacy.l2_clip), float(cfg.privacy.noise_multiplier))
 
 
@@ -245,9 +255,9 @@ def _compiled_steps(task, augment, class_weights, privacy, mesh, ensemble):
   evaluate_ = steps.bind(steps.eval_step, task)
   if ensemble is None:
     return parallel.data_parallel(train, mesh, batch_axis=1), jax.jit(evaluate_)
-  independent = ensemble.independent_shuffles  # batches [steps, members, batch, ...]
-  train = jax.vmap(train, in_axes=(0, 1 if independent else None))
-  return (parallel.data_parallel(train, mesh, batch_axis=2 if independent else 1),
+  # Members own axis 1 of the batches when each draws its own, else share them.
+  train = jax.vmap(train, in_axes=(0, 1 if ensemble.independent_shuffles else None))
+  return (parallel.data_parallel(train, mesh, batch_axis=_batch_axis(ensemble)),
           jax.jit(jax.vmap(evaluate_, in_axes=(0, None))))
 
 
@@ -272,8 +282,7 @@ def _open_output_dir(run: _Run, state):
   if run.primary:
     config = dataclasses.asdict(cfg)
     if run.ensemble:
-      config.update(members=run.ensemble.members, seeds=run.ensemble.seeds(cfg.seed),
-                    independent_shuffles=run.ensemble.independent_shuffles)
+      config.update(run.ensemble.describe(cfg.seed))
     write_json(run.path('config.json'), config)
     if run.dataset.tokenizer is not None:  # what turns new text into this model's inputs
       run.dataset.tokenizer.save(run.path('tokenizer.json'))
@@ -298,7 +307,7 @@ def _train_epoch(run: _Run, state, epoch: int, first_step: int):
   sums = {}
   pending = None  # (first step, metrics) of the dispatch whose results are not yet read
   epoch_start = steady_start = time.perf_counter()
-  batch_axis = 2 if run.ensemble and run.ensemble.independent_shuffles else 1
+  batch_axis = _batch_axis(run.ensemble)
   groups = pipeline.prefetch(
       _dispatch_groups(run, epoch, first_step, last_step),
       transform=lambda g: (g[0], parallel.shard_batch(g[1], run.mesh, batch_axis=batch_axis)))
@@ -440,7 +449,7 @@ def _validate(run: _Run, state, record: dict, best: Optional[dict]) -> Optional[
     record['epsilon'] = _budget(run.cfg, len(run.train_split[0]), record['step'])['epsilon']
   if run.best_manager is None:
     return best
-  val = _evaluate_split(run, state, 'validation')
+  val, _ = _evaluate_split(run, state, 'validation')
   record.update({f'val_{k}': v for k, v in val.items() if _loggable(v)})
   value = val[run.metric]
   if _improves(value, best, run.task.lower_is_better(run.metric)):
@@ -471,9 +480,13 @@ def _improves(value, best: Optional[dict], lower_is_better: bool) -> bool:
   return value < best['value'] if lower_is_better else value > best['value']
 
 
-def _evaluate_split(run: _Run, state, split: str) -> dict:
-  return evaluate(state, run.eval_fn, *run.dataset.splits[split], run.cfg.eval_batch_size,
-                  run.mesh, run.task, members=run.ensemble is not None)
+def _evaluate_split(run: _Run, state, split: str):
+  """(`evaluate`'s metrics, the predictions they score) of one of the run's splits."""
+  inputs, labels = run.dataset.splits[split]
+  members = run.ensemble is not None
+  totals, predictions = _predict(state, run.eval_fn, inputs, labels, run.cfg.eval_batch_size,
+                                 run.mesh, members)
+  return _split_metrics(run.task, totals, predictions, labels, members), predictions
 
 
 def evaluate(state, eval_fn, inputs, labels, batch_size: int, mesh, task,
@@ -492,17 +505,17 @@ def evaluate(state, eval_fn, inputs, labels, batch_size: int, mesh, task,
       (`task.combine`), with 'members' (each member's metrics) and 'mean_member' added, and for
       probabilistic tasks the NLL, mean predictive entropy and mutual information.
   """
-  task = tasks.get(task)
   totals, predictions = _predict(state, eval_fn, inputs, labels, batch_size, mesh, members)
+  return _split_metrics(tasks.get(task), totals, predictions, labels, members)
+
+
+def _split_metrics(task, totals, predictions, labels, members: bool) -> dict:
   losses = totals['loss_sum'] / totals['count']  # [members] for an ensemble
-  if not members:
-    return _with_loss(task.evaluate(predictions, labels), losses)
-  from jmed import uncertainty  # pylint: disable=g-import-not-at-top
-  return uncertainty.ensemble_metrics(task, predictions, labels, losses)
-
-
-def _with_loss(metrics: dict, loss) -> dict:
-  metrics.setdefault('loss', float(loss))
+  if members:
+    from jmed import uncertainty  # pylint: disable=g-import-not-at-top
+    return uncertainty.ensemble_metrics(task, predictions, labels, losses)
+  metrics = task.evaluate(predictions, labels)
+  metrics.setdefault('loss', float(losses))
   return metrics
 
 
@@ -530,13 +543,13 @@ def _predict(state, eval_fn, inputs, labels, batch_size, mesh, members: bool):
 def _finish(run: _Run, state, best: Optional[dict], step: int, stopped_early: bool,
             wall_start: float) -> dict:
   """Scores the test split at the best checkpoint and at the last step; writes summary.json
-  (and an ensemble's reliability diagram)."""
+  (and for an ensemble of classifiers reliability.png, at the reported checkpoint)."""
   cfg, timing = run.cfg, run.timing
-  last_test = _evaluate_split(run, state, 'test')
+  last_test, predictions = _evaluate_split(run, state, 'test')
   test = last_test
   if best is not None and best['step'] != step:  # the test split where validation picked
     best_state = checkpoint.restore_latest(run.best_manager, state)
-    test = _evaluate_split(run, best_state, 'test')
+    test, predictions = _evaluate_split(run, best_state, 'test')
   summary = {
       'model': cfg.model, 'dataset': run.dataset.name, 'task': run.task.name, 'steps': step,
       'epochs': cfg.epochs, 'batch_size': cfg.batch_size, 'devices': run.mesh.devices.size,
@@ -550,11 +563,22 @@ def _finish(run: _Run, state, best: Optional[dict], step: int, stopped_early: bo
       'wall_seconds': time.perf_counter() - wall_start,
   }
   if run.ensemble:
-    summary.update(members=run.ensemble.members, seeds=run.ensemble.seeds(cfg.seed),
-                   independent_shuffles=run.ensemble.independent_shuffles)
+    summary.update(run.ensemble.describe(cfg.seed))
   if run.primary:
     write_json(run.path('summary.json'), summary)
+    if run.ensemble and run.task.probabilistic:
+      _reliability_diagram(run, predictions)
   return summary
+
+
+def _reliability_diagram(run: _Run, member_probs) -> None:
+  """reliability.png: the ensemble's combined test predictions [members, n, classes]."""
+  from jmed import plots  # pylint: disable=g-import-not-at-top
+  labels = run.dataset.splits['test'][1]
+  plots.reliability_diagram(
+      *run.task.calibration_inputs(run.task.combine(member_probs), labels),
+      run.path('reliability.png'),
+      title=f'{run.ensemble.members}-member ensemble, {run.dataset.name} test')
 
 
 def _budget(cfg: TrainConfig, num_examples: int, step: int) -> dict:

@@ -22,6 +22,7 @@ import orbax.checkpoint as ocp
 from jmed import configs
 from jmed.configs import TrainConfig
 from jmed.train import loop
+from jmed.train.state import split_variables
 
 WHICH = ('best', 'latest')
 
@@ -96,8 +97,8 @@ def load_run(run_dir: str, which: str = 'best', *, dataset=None,
   shapes = jax.eval_shape(
       lambda x: model.init({'params': jax.random.key(0), 'dropout': jax.random.key(0)}, x,
                            train=False), sample)
-  model_state = {k: v for k, v in shapes.items() if k not in ('params', 'intermediates')}
-  target = {'params': shapes['params'], 'model_state': model_state}  # as checkpoint.py stores it
+  params, model_state = split_variables(shapes)
+  target = {'params': params, 'model_state': model_state}  # as checkpoint.py stores it
   sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   target = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
                         target)

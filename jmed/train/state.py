@@ -38,12 +38,17 @@ def create_train_state(model, tx: optax.GradientTransformation, sample_input, se
   nothing.
   """
   init_rng, step_rng = jax.random.split(jax.random.key(seed))
-  variables = _init_variables(model, jnp.asarray(sample_input), init_rng)
-  params = variables['params']
-  # Every collection but the parameters and what modules sow for inspection is model state.
-  model_state = {k: v for k, v in variables.items() if k not in ('params', 'intermediates')}
+  params, model_state = split_variables(
+      _init_variables(model, jnp.asarray(sample_input), init_rng))
   return TrainState.create(apply_fn=model.apply, params=params, tx=tx, model_state=model_state,
                            rng=step_rng)
+
+
+def split_variables(variables: dict):
+  """(params, model state) of a model's variables: the model state is every collection but the
+  parameters and what modules sow for inspection ('intermediates')."""
+  model_state = {k: v for k, v in variables.items() if k not in ('params', 'intermediates')}
+  return variables['params'], model_state
 
 
 def _init_variables(model, sample_input, rng) -> dict:
