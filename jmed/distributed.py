@@ -15,6 +15,8 @@ from typing import Optional
 
 import jax
 
+from jmed.errors import ConfigError
+
 MODES = ('auto', 'on', 'off')
 
 
@@ -51,16 +53,16 @@ def initialize(mode: str = 'auto', coordinator_address: Optional[str] = None,
     process_id: this process's index in [0, num_processes).
   """
   if mode not in MODES:
-    raise ValueError(f'distributed mode must be one of {MODES}, got {mode!r}.')
+    raise ConfigError(f'distributed mode must be one of {MODES}, got {mode!r}.')
   explicit = (coordinator_address, num_processes, process_id)
   if any(v is not None for v in explicit):
     if mode == 'off':
-      raise ValueError('coordinator flags were given but distributed mode is off.')
+      raise ConfigError('coordinator flags were given but distributed mode is off.')
     if any(v is None for v in explicit):
-      raise ValueError('a multi-process run needs all of coordinator_address ("host:port"), '
+      raise ConfigError('a multi-process run needs all of coordinator_address ("host:port"), '
                        f'num_processes and process_id; got {explicit}.')
     if not 0 <= process_id < num_processes:
-      raise ValueError(f'process_id must be in [0, {num_processes}), got {process_id}.')
+      raise ConfigError(f'process_id must be in [0, {num_processes}), got {process_id}.')
     jax.distributed.initialize(coordinator_address, num_processes, process_id)
   elif mode == 'on' or (mode == 'auto' and detect_cluster()):
     jax.distributed.initialize()

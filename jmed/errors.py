@@ -1,7 +1,15 @@
-"""Errors jmed raises about data and training, importable without any data library."""
+"""Errors jmed raises about data, configs and training, importable without any data library.
+
+`UserError` marks what the user can fix (a file, a flag, a run directory): the command-line
+scripts print such an error as one line. Anything else is a bug and keeps its traceback.
+"""
 
 
-class DataError(ValueError):
+class UserError(Exception):
+  """Bad input from the user; the message alone says what to fix."""
+
+
+class DataError(UserError, ValueError):
   """A data file is corrupt or inconsistent, or a dataset request is invalid.
 
   The message always names the offending file (or the bad argument, split or row), so a single
@@ -16,5 +24,14 @@ class MissingDataError(DataError, FileNotFoundError):
   """
 
 
-class NonFiniteLossError(FloatingPointError):
+class ConfigError(UserError, ValueError):
+  """A config value (a flag) no run can use, or one that contradicts the run being resumed;
+  the message names the field."""
+
+
+class RunDirError(UserError, FileExistsError):
+  """The output directory holds another run (or no run to resume); the message names it."""
+
+
+class NonFiniteLossError(UserError, FloatingPointError):
   """The training loss became NaN or infinite; the message names the step."""

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import optax
 
 from jmed.configs import OptimizerConfig
+from jmed.errors import ConfigError
 
 SCHEDULES = ('constant', 'cosine', 'warmup_cosine', 'warmup_constant')
 
@@ -56,11 +57,11 @@ def make_schedule(cfg: OptimizerConfig, total_steps: int = 0) -> optax.Schedule:
          optax.constant_schedule(cfg.learning_rate)], [cfg.warmup_steps])
   if cfg.schedule in ('cosine', 'warmup_cosine'):
     if decay_steps <= 0:
-      raise ValueError(f'{cfg.schedule} schedule needs decay_steps > 0 (or the run length).')
+      raise ConfigError(f'{cfg.schedule} schedule needs decay_steps > 0 (or the run length).')
     warmup = cfg.warmup_steps if cfg.schedule == 'warmup_cosine' else 0
     return optax.warmup_cosine_decay_schedule(
         0.0 if warmup else cfg.learning_rate, cfg.learning_rate, warmup, max(decay_steps, warmup + 1))
-  raise ValueError(f'Unknown schedule {cfg.schedule!r}; valid schedules: {", ".join(SCHEDULES)}.')
+  raise ConfigError(f'Unknown schedule {cfg.schedule!r}; valid schedules: {", ".join(SCHEDULES)}.')
 
 
 def _l1_penalty(l1: float) -> optax.GradientTransformation:
@@ -84,14 +85,14 @@ def make_optimizer(cfg: OptimizerConfig, total_steps: int = 0) -> optax.Gradient
     total_steps: the run length, used by cosine schedules when `cfg.decay_steps` is 0.
 
   Raises:
-    ValueError: unknown optimizer or schedule name (the message lists the valid ones), or a
+    ConfigError: unknown optimizer or schedule name (the message lists the valid ones), or a
       negative hyperparameter.
   """
   if cfg.name not in OPTIMIZERS:
-    raise ValueError(f'Unknown optimizer {cfg.name!r}; valid optimizers: {", ".join(OPTIMIZERS)}.')
+    raise ConfigError(f'Unknown optimizer {cfg.name!r}; valid optimizers: {", ".join(OPTIMIZERS)}.')
   for field in ('learning_rate', 'momentum', 'clip_norm', 'l1', 'l2', 'weight_decay'):
     if getattr(cfg, field) < 0:
-      raise ValueError(f'{field} must be >= 0, got {getattr(cfg, field)}.')
+      raise ConfigError(f'{field} must be >= 0, got {getattr(cfg, field)}.')
   parts = []
   if cfg.clip_norm:
     parts.append(optax.clip_by_global_norm(cfg.clip_norm))

@@ -19,6 +19,8 @@ state's key and step, so a data-parallel run adds the same noise as a one-device
 import jax
 import optax
 
+from jmed.errors import ConfigError
+
 ACCOUNTANTS = ('rdp', 'pld')
 
 
@@ -108,29 +110,29 @@ def budget(privacy, batch_size: int, num_examples: int, steps: int) -> dict:
 
 
 def check_applies(task, model_state) -> None:
-  """Raises ValueError unless DP-SGD can train `task` with a model holding `model_state`.
+  """Raises ConfigError unless DP-SGD can train `task` with a model holding `model_state`.
 
   DP-SGD needs each example's own gradient: a task whose loss couples the examples of a batch
   (`task.per_example_loss` False: the Cox loss) and a model whose BatchNorm statistics mix them
   (non-empty `model_state`) cannot be privatised example by example.
   """
   if not task.per_example_loss:
-    raise ValueError(f'DP-SGD needs per-example gradients; the loss of task {task.name!r} '
-                     'couples the examples of a batch.')
+    raise ConfigError(f'DP-SGD needs per-example gradients; the loss of task {task.name!r} '
+                      'couples the examples of a batch.')
   if model_state:
-    raise ValueError('DP-SGD needs per-example gradients, which BatchNorm statistics do not '
-                     f'allow: the model has {sorted(model_state)}; use a model without '
-                     'BatchNorm (e.g. norm="group" or "none").')
+    raise ConfigError('DP-SGD needs per-example gradients, which BatchNorm statistics do not '
+                      f'allow: the model has {sorted(model_state)}; use a model without '
+                      'BatchNorm (e.g. norm="group" or "none").')
 
 
 def check_config(privacy) -> None:
-  """Raises ValueError on a `PrivacyConfig` that cannot be trained with."""
+  """Raises ConfigError on a `PrivacyConfig` that cannot be trained with."""
   if privacy.l2_clip <= 0 or privacy.noise_multiplier < 0:
-    raise ValueError(f'DP-SGD needs l2_clip > 0 and noise_multiplier >= 0, got '
-                     f'{privacy.l2_clip} and {privacy.noise_multiplier}.')
+    raise ConfigError(f'DP-SGD needs l2_clip > 0 and noise_multiplier >= 0, got '
+                      f'{privacy.l2_clip} and {privacy.noise_multiplier}.')
   if not 0 <= privacy.delta < 1 or privacy.accountant not in ACCOUNTANTS:
-    raise ValueError(f'DP-SGD needs 0 <= delta < 1 and accountant in {ACCOUNTANTS}, got '
-                     f'{privacy.delta} and {privacy.accountant!r}.')
+    raise ConfigError(f'DP-SGD needs 0 <= delta < 1 and accountant in {ACCOUNTANTS}, got '
+                      f'{privacy.delta} and {privacy.accountant!r}.')
 
 
 def _check(noise_multiplier, sample_rate, delta, accountant) -> None:

@@ -13,8 +13,8 @@ Paths name fields of `TrainConfig`, of its nested configs ('optimizer.*', 'text.
 Each trial is a normal `fit` run in `<search_dir>/trial_<NNN>` (numbered from 000) scored by its
 validation `select_metric` at the best epoch (`summary['best']['value']`), minimised where the
 dataset's task says lower is better (loss, RMSE, MAE, ECE) and maximised otherwise. A trial
-whose `fit` raises a ValueError or `NonFiniteLossError` is recorded as failed with its message
-and the search goes on.
+whose `fit` raises a `jmed.errors.UserError` (a config its params made unusable, a NaN loss)
+is recorded as failed with its message and the search goes on.
 
 `search_dir` holds `search.json` (method, space, seed, base config), `results.csv` and
 `results.md` (a row per trial), `best_config.json` (the best trial's full `TrainConfig`;
@@ -45,7 +45,7 @@ from tqdm.auto import tqdm
 
 from jmed import tasks
 from jmed.configs import TrainConfig
-from jmed.errors import NonFiniteLossError
+from jmed.errors import ConfigError, MissingDataError, UserError
 from jmed.train.loop import fit, load_dataset, write_json
 
 METHODS = ('grid', 'random', 'bayes')
@@ -79,23 +79,23 @@ def _set(obj, parts, value, path):
   if isinstance(obj, dict):
     if rest:
       if not isinstance(obj.get(name), dict):
-        raise ValueError(f'Config path {path!r}: {name!r} is not a dict, so it has no field '
+        raise ConfigError(f'Config path {path!r}: {name!r} is not a dict, so it has no field '
                          f'{rest[0]!r}.')
       value = _set(obj[name], rest, value, path)
     return {**obj, name: value}
   names = [f.name for f in dataclasses.fields(obj)]
   if name not in names:
-    raise ValueError(f'Unknown config field {name!r} in path {path!r}; valid fields of '
+    raise ConfigError(f'Unknown config field {name!r} in path {path!r}; valid fields of '
                      f'{type(obj).__name__}: {", ".join(names)}.')
   child = getattr(obj, name)
   if rest:
     if not (dataclasses.is_dataclass(child) or isinstance(child, dict)):
-      raise ValueError(f'Config path {path!r}: {name!r} is a plain value, not a nested config, '
+      raise ConfigError(f'Config path {path!r}: {name!r} is a plain value, not a nested config, '
                        f'so it has no field {rest[0]!r}.')
     value = _set(child, rest, value, path)
   elif dataclasses.is_dataclass(child) and not isinstance(value, type(child)):
     fields = ', '.join(f.name for f in dataclasses.fields(child))
-    raise ValueError(f'Config path {path!r} is a nested config; set its fields instead, as '
+    raise ConfigError(f'Config path {path!r} is a nested config; set its fields instead, as '
                      f"'{path}.<field>' with <field> one of: {fields}.")
   return dataclasses.replace(obj, **{name: value})
 
@@ -111,14 +111,14 @@ def parse_space(space: dict) -> dict:
       message names the path and what was expected).
   """
   if not isinstance(space, dict) or not space:
-    raise ValueError(f'A search space is a non-empty dict of field path -> spec, got {space!r}.')
+    raise ConfigError(f'A search space is a non-empty dict of field path -> spec, got {space!r}.')
   try:
     space = json.loads(json.dumps(space))  # tuples -> lists: what search.json stores
   except TypeError as e:
-    raise ValueError(f'Search space values must be JSON-serialisable: {e}') from None
+    raise ConfigError(f'Search space values must be JSON-serialisable: {e}') from None
   for path, spec in space.items():
     if path in ('output_dir', 'resume', 'select_metric'):
-      raise ValueError(f'{path!r} cannot be searched: the search sets it for every trial.'
+      raise ConfigError(f'{path!r} cannot be searched: the search sets it for every trial.'
                        if path != 'select_metric' else
                        "'select_metric' cannot be searched: trials must share one objective.")
     override(TrainConfig(), {path: _example(spec, path)})  # the path must exist
@@ -128,24 +128,24 @@ def parse_space(space: dict) -> dict:
 def _example(spec, path):
   """Checks one spec and returns a value it can take."""
   if not isinstance(spec, list) or not spec or spec[0] not in KINDS:
-    raise ValueError(f'Spec of {path!r} must be [kind, ...] with kind one of {KINDS}, got '
+    raise ConfigError(f'Spec of {path!r} must be [kind, ...] with kind one of {KINDS}, got '
                      f'{spec!r}.')
   kind, args = spec[0], spec[1:]
   if kind == 'choice':
     if len(args) != 1 or not isinstance(args[0], list) or not args[0]:
-      raise ValueError(f"Spec of {path!r}: 'choice' takes one non-empty list of values, got "
+      raise ConfigError(f"Spec of {path!r}: 'choice' takes one non-empty list of values, got "
                        f'{spec!r}.')
     return args[0][0]
   if len(args) != 2 or not all(isinstance(a, (int, float)) and not isinstance(a, bool)
                                for a in args):
-    raise ValueError(f'Spec of {path!r}: {kind!r} takes two numbers (low, high), got {spec!r}.')
+    raise ConfigError(f'Spec of {path!r}: {kind!r} takes two numbers (low, high), got {spec!r}.')
   low, high = args
   if not low <= high:
-    raise ValueError(f'Spec of {path!r}: low {low} must be <= high {high}.')
+    raise ConfigError(f'Spec of {path!r}: low {low} must be <= high {high}.')
   if kind == 'loguniform' and low <= 0:
-    raise ValueError(f"Spec of {path!r}: 'loguniform' needs low > 0, got {low}.")
+    raise ConfigError(f"Spec of {path!r}: 'loguniform' needs low > 0, got {low}.")
   if kind == 'int' and not (isinstance(low, int) and isinstance(high, int)):
-    raise ValueError(f"Spec of {path!r}: 'int' takes integer bounds, got {spec!r}.")
+    raise ConfigError(f"Spec of {path!r}: 'int' takes integer bounds, got {spec!r}.")
   return low
 
 
@@ -158,7 +158,7 @@ def grid_points(space: dict) -> list:
   space = parse_space(space)
   continuous = [p for p, spec in space.items() if spec[0] != 'choice']
   if continuous:
-    raise ValueError(f"A grid search needs ('choice', [values]) for every field; give the values "
+    raise ConfigError(f"A grid search needs ('choice', [values]) for every field; give the values "
                      f'to try for: {", ".join(continuous)}.')
   paths = list(space)
   return [dict(zip(paths, values))
@@ -268,26 +268,26 @@ def search(base: TrainConfig, space: dict, *, method: str = 'random',
       search_dir holding a different search.
   """
   if method not in METHODS:
-    raise ValueError(f'method must be one of {METHODS}, got {method!r}.')
+    raise ConfigError(f'method must be one of {METHODS}, got {method!r}.')
   space = parse_space(space)
   points = grid_points(space) if method == 'grid' else None
   if trials is None:
     if points is None:
-      raise ValueError(f'A {method} search needs a number of trials.')
+      raise ConfigError(f'A {method} search needs a number of trials.')
     trials = len(points)
   if trials < 1:
-    raise ValueError(f'trials must be >= 1, got {trials}.')
+    raise ConfigError(f'trials must be >= 1, got {trials}.')
   if points is not None:
     trials = min(trials, len(points))
   per_trial_data = any(p.split('.')[0] in DATA_FIELDS for p in space)
   if per_trial_data and dataset is not None:
-    raise ValueError(f'The space searches data fields ({", ".join(DATA_FIELDS)}), so each trial '
+    raise ConfigError(f'The space searches data fields ({", ".join(DATA_FIELDS)}), so each trial '
                      'loads its own dataset: pass dataset=None.')
   # The base config's dataset tells the task, hence the objective and its direction (with data
   # fields searched, each trial then loads its own).
   base_dataset = load_dataset(base) if dataset is None else dataset
   if 'validation' not in base_dataset.splits:
-    raise ValueError(f'A search scores trials on the validation split, which dataset '
+    raise ConfigError(f'A search scores trials on the validation split, which dataset '
                      f'{base_dataset.name!r} lacks (splits: {", ".join(base_dataset.splits)}).')
   dataset = None if per_trial_data else base_dataset
   direction = objective_direction(base, base_dataset.task)
@@ -352,14 +352,14 @@ def _check_or_write_header(path: str, header: dict) -> None:
   for key in ('method', 'space', 'seed', 'startup_trials'):
     # Compared as JSON text: the order of the space orders grid points and random draws.
     if json.dumps(old.get(key)) != json.dumps(header.get(key)):
-      raise ValueError(f'{path} holds another search ({key} {old.get(key)!r}, not '
+      raise ConfigError(f'{path} holds another search ({key} {old.get(key)!r}, not '
                        f'{header.get(key)!r}); resume it with the same {key} or choose another '
                        'search_dir.')
   changed = sorted(k for k in set(old['base_config']) | set(header['base_config'])
                    if k not in _RUN_FIELDS
                    and old['base_config'].get(k) != header['base_config'].get(k))
   if changed:
-    raise ValueError(f'{path} holds a search from another base config (it differs in: '
+    raise ConfigError(f'{path} holds a search from another base config (it differs in: '
                      f'{", ".join(changed)}); resume it with the same training flags or choose '
                      'another search_dir.')
 
@@ -388,8 +388,8 @@ def _run_trial(record: dict, cfg: TrainConfig, dataset, resume: bool, direction:
   start = time.perf_counter()
   try:
     summary = fit(cfg, dataset)
-  except (ValueError, NonFiniteLossError) as e:
-    if isinstance(e, FileNotFoundError):  # missing data (MissingDataError): not the params' fault
+  except UserError as e:  # a config the trial's params made unusable, a NaN loss, ...
+    if isinstance(e, MissingDataError):  # missing data: not the params' fault
       raise
     record.update(status='failed', message=f'{type(e).__name__}: {e}')
   else:

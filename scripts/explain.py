@@ -29,6 +29,7 @@ from jmed import explain
 from jmed import models
 from jmed import tasks
 from jmed.configs import TrainConfig
+from jmed.errors import ConfigError, UserError
 from jmed.train.loop import fit
 from jmed.train.restore import load_run, load_run_dataset, read_config
 
@@ -84,7 +85,7 @@ def explain_images(args, model, variables, images, labels, task) -> dict:
   predicted = logits.argmax(-1)
   targets = predicted if args.target == 'predicted' else labels
   if np.ndim(targets) != 1:
-    raise ValueError('--target label needs single-label classes; use --target predicted.')
+    raise ConfigError('--target label needs single-label classes; use --target predicted.')
   targets = jnp.asarray(targets, jnp.int32)
   sal = explain.saliency(apply_fn, variables, images, targets)
   smooth = explain.smoothgrad(apply_fn, variables, images, targets, key=jax.random.key(args.seed),
@@ -128,8 +129,8 @@ def explain_tokens(args, model, variables, ids, labels, tokenizer) -> dict:
     logits, intermediates = models.inspect(model, variables, ids)
     layers = explain.collect(intermediates, 'attention_weights')
     if not layers:
-      raise ValueError(f'{type(model).__name__} sows no attention weights: for token inputs '
-                       'explain.py explains Transformers only.')
+      raise ConfigError(f'{type(model).__name__} sows no attention weights: for token inputs '
+                        'explain.py explains Transformers only.')
     pooling = list(explain.collect(intermediates, 'pooling_weights').values())
     mask = ids != pad_id
     rollout = explain.attention_rollout(list(layers.values()), mask=mask)
@@ -167,11 +168,11 @@ def main(argv=None) -> int:
     dataset = load_run_dataset(cfg, args.data_dir)
     task = tasks.get(dataset.task)
     if not task.probabilistic:
-      raise ValueError(f'explain.py explains the logit of one class per example; the outputs of '
-                       f'task {task.name!r} ({cfg.dataset}) are not class scores.')
+      raise ConfigError(f'explain.py explains the logit of one class per example; the outputs of '
+                        f'task {task.name!r} ({cfg.dataset}) are not class scores.')
     cfg, model, variables = load_run(run_dir, args.which, dataset=dataset)
     if args.split not in dataset.splits:
-      raise ValueError(f'split {args.split!r} not in {sorted(dataset.splits)}.')
+      raise ConfigError(f'split {args.split!r} not in {sorted(dataset.splits)}.')
     inputs, labels = (a[:args.num_images] for a in dataset.splits[args.split])
     os.makedirs(args.output_dir, exist_ok=True)
     if np.issubdtype(inputs.dtype, np.integer):
@@ -182,9 +183,9 @@ def main(argv=None) -> int:
       report = explain_images(args, model, variables, jnp.asarray(inputs), labels, task)
       name = 'ig_completeness.json'
     else:
-      raise ValueError(f'explain.py handles images [n, h, w, c] and token ids; {cfg.dataset} '
-                       f'inputs have shape {inputs.shape[1:]}.')
-  except (ValueError, FileNotFoundError, FileExistsError) as e:
+      raise ConfigError(f'explain.py handles images [n, h, w, c] and token ids; {cfg.dataset} '
+                        f'inputs have shape {inputs.shape[1:]}.')
+  except UserError as e:
     print(f'error: {e}', file=sys.stderr)
     return 1
   report = {'run_dir': run_dir, 'which': args.which, 'model': cfg.model, 'dataset': cfg.dataset,

@@ -22,6 +22,7 @@ import os
 import sys
 
 from jmed import search
+from jmed.errors import ConfigError, UserError
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from train import parse_config  # noqa: E402  (scripts/train.py: the training flags)
@@ -62,7 +63,7 @@ def read_space(text: str) -> dict:
   try:
     return json.loads(text)
   except json.JSONDecodeError as e:
-    raise ValueError(f'--space is neither a JSON object nor a JSON file: {e}') from None
+    raise ConfigError(f'--space is neither a JSON object nor a JSON file: {e}') from None
 
 
 def main(argv=None) -> int:
@@ -74,7 +75,7 @@ def main(argv=None) -> int:
     result = search.search(
         base, read_space(args.space), method=args.method, trials=args.trials,
         search_dir=search_dir, seed=args.search_seed, startup_trials=args.startup_trials)
-  except (ValueError, FileNotFoundError, FileExistsError) as e:
+  except UserError as e:
     print(f'error: {e}', file=sys.stderr)
     return 1
   except KeyboardInterrupt:

@@ -26,7 +26,7 @@ import numpy as np
 from jmed import data as jdata
 from jmed import plots, tasks, uncertainty
 from jmed.configs import OptimizerConfig, TrainConfig
-from jmed.errors import NonFiniteLossError
+from jmed.errors import ConfigError, UserError
 from jmed.train import checkpoint, ensemble, parallel
 
 COLUMNS = ('accuracy', 'auroc', 'ece', 'nll', 'mean_mutual_information')
@@ -89,12 +89,12 @@ def main(argv=None) -> int:
     dataset = jdata.load_dataset(cfg.dataset, data_dir=cfg.data_dir)
     task = tasks.get(dataset.task)
     if not task.probabilistic:
-      raise ValueError(f'dataset {dataset.name!r} has task {task.name!r}, whose predictions are '
-                       'not class probabilities: uncertainty and calibration apply to binary, '
-                       'multiclass and multilabel tasks.')
+      raise ConfigError(f'dataset {dataset.name!r} has task {task.name!r}, whose predictions are '
+                        'not class probabilities: uncertainty and calibration apply to binary, '
+                        'multiclass and multilabel tasks.')
     state, summary = ensemble.fit_ensemble(cfg, args.members, dataset,
                                            independent_shuffles=args.independent_shuffles)
-  except (NonFiniteLossError, ValueError, FileNotFoundError, FileExistsError) as e:
+  except UserError as e:
     print(f'error: {e}', file=sys.stderr)
     return 1
   state = _reported_state(state, summary, cfg.output_dir)

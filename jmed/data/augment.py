@@ -29,6 +29,8 @@ from typing import Dict, Union
 import jax
 import jax.numpy as jnp
 
+from jmed.errors import ConfigError
+
 FILL_MODES = ('constant', 'nearest')
 
 
@@ -72,15 +74,15 @@ class AugmentConfig:
                   'contrast', 'gamma', 'noise_std'):
       value = getattr(self, field)
       if not (isinstance(value, (int, float)) and 0 <= value < math.inf):
-        raise ValueError(f'AugmentConfig.{field} must be a finite number '
-                         f'>= 0, got {value!r}')
+        raise ConfigError(f'AugmentConfig.{field} must be a finite number '
+                          f'>= 0, got {value!r}')
     for field in ('scale', 'contrast'):
       if getattr(self, field) >= 1:
-        raise ValueError(f'AugmentConfig.{field} must be < 1, got '
-                         f'{getattr(self, field)!r}')
+        raise ConfigError(f'AugmentConfig.{field} must be < 1, got '
+                          f'{getattr(self, field)!r}')
     if self.fill_mode not in FILL_MODES:
-      raise ValueError(f'AugmentConfig.fill_mode must be one of {FILL_MODES}, '
-                       f'got {self.fill_mode!r}')
+      raise ConfigError(f'AugmentConfig.fill_mode must be one of {FILL_MODES}, '
+                        f'got {self.fill_mode!r}')
 
   @property
   def is_geometric(self) -> bool:
@@ -156,8 +158,8 @@ def get_augment(name_or_config: Union[str, AugmentConfig]) -> AugmentConfig:
     return name_or_config
   if isinstance(name_or_config, str):
     if name_or_config not in PRESETS:
-      raise ValueError(f'Unknown augmentation preset {name_or_config!r}; '
-                       f'valid presets: {sorted(PRESETS)}')
+      raise ConfigError(f'Unknown augmentation preset {name_or_config!r}; '
+                        f'valid presets: {sorted(PRESETS)}')
     return PRESETS[name_or_config]
   raise TypeError('Expected an AugmentConfig or a preset name (str), got '
                   f'{type(name_or_config).__name__}')

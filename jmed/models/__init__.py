@@ -2,6 +2,8 @@
 
 import functools
 
+from jmed.errors import ConfigError
+
 from jmed.models.cnn import SeedCNN
 from jmed.models.grud import GRUDCell, GRUDClassifier
 from jmed.models.heads import DiscreteTimeHead
@@ -38,7 +40,7 @@ MODELS = {
 def get_model(name: str, **kwargs):
   """Builds the model registered as `name` with the given hyperparameters."""
   if name not in MODELS:
-    raise ValueError(f'Unknown model {name!r}; valid models: {", ".join(sorted(MODELS))}.')
+    raise ConfigError(f'Unknown model {name!r}; valid models: {", ".join(sorted(MODELS))}.')
   return MODELS[name](**kwargs)
 
 
