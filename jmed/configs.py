@@ -65,8 +65,9 @@ class TextConfig:
 
 @dataclasses.dataclass
 class MoleculeConfig:
-  """How a MoleculeNet dataset ('esol', 'bbbp', 'tox21') becomes model inputs (see
-  `jmed.data.moleculenet` and `jmed.text.smiles`).
+  """How molecules become model inputs: the MoleculeNet presets ('esol', 'bbbp', 'tox21') and
+  a SMILES file of the user's (see `jmed.data.moleculenet` and `jmed.text.smiles`); `split`
+  and `split_seed` apply to the presets, a user's file is split by `DataConfig`.
 
   Attributes:
     features: 'smiles' (atom-level SMILES token ids, for sequence models) or 'fingerprint'
@@ -113,6 +114,69 @@ class PrivacyConfig:
 
 
 @dataclasses.dataclass
+class DataConfig:
+  """The user's own data file or folder (see `jmed.data.user`); used when `path` is set.
+
+  Attributes:
+    path: a CSV, Parquet, JSON Lines, DeepSurv HDF5 or MedMNIST npz file, or a folder of images
+      with one subfolder per class ('' means: use `TrainConfig.dataset` instead).
+    source: 'auto' (from the file: .h5 deepsurv, .npz npz, a folder images, a table with
+      `smiles_column` smiles, with `text_column` text, else table), 'table', 'deepsurv',
+      'smiles', 'text', 'images' or 'npz'.
+    task: 'auto' (inferred from the labels) or a task kind: 'binary', 'multiclass',
+      'multilabel', 'regression', 'survival'.
+    label_column: the label column; several columns, comma-separated, for multi-label or
+      multi-target regression.
+    time_column, event_column: survival's time and event (1 event, 0 censored) columns.
+    feature_columns: comma-separated feature columns of a table ('': every column not named
+      by another flag).
+    ignore_columns: comma-separated columns left out of the features (ids, free text, ...).
+    smiles_column: the SMILES column of a SMILES table.
+    text_column: the text column of a text table.
+    split_column: a column whose values 'train', 'validation' (or 'val', 'valid') and 'test'
+      assign each row ('': the column 'split' if the file has one, else the `split` rule).
+    group_column: rows sharing a value (e.g. a patient id) go to the same split.
+    split: how rows without a split column are split: 'auto' (stratified for classification,
+      grouped when `group_column` is set, else random), 'random', 'stratified', 'scaffold'
+      (Bemis-Murcko, SMILES) or 'group'.
+    split_seed: seed of the split.
+    validation_fraction, test_fraction: shares of the rows held out.
+    missing: empty or NaN feature cells: 'impute' (train mean or most frequent category, plus
+      a 0/1 indicator column per feature with gaps) or 'refuse' (an error naming the row and
+      column).
+    image_size: resize images to this height and width (0: keep; all must then match).
+    channels: image channels: 1 (grey) or 3 (RGB); 0 takes the first image's.
+  """
+
+  path: str = ''
+  source: str = 'auto'
+  task: str = 'auto'
+  label_column: str = ''
+  time_column: str = ''
+  event_column: str = ''
+  feature_columns: str = ''
+  ignore_columns: str = ''
+  smiles_column: str = 'smiles'
+  text_column: str = 'text'
+  split_column: str = ''
+  group_column: str = ''
+  split: str = 'auto'
+  split_seed: int = 0
+  validation_fraction: float = 0.1
+  test_fraction: float = 0.1
+  missing: str = 'impute'
+  image_size: int = 0
+  channels: int = 0
+
+
+# Choices of DataConfig fields, checked before any data is read (scripts/train.py's choices).
+DATA_SOURCES = ('auto', 'table', 'deepsurv', 'smiles', 'text', 'images', 'npz')
+DATA_TASKS = ('auto', 'binary', 'multiclass', 'multilabel', 'regression', 'survival')
+SPLIT_RULES = ('auto', 'random', 'stratified', 'scaffold', 'group')
+MISSING_POLICIES = ('impute', 'refuse')
+
+
+@dataclasses.dataclass
 class TrainConfig:
   """One training run. Defaults are the seed's recipe on PneumoniaMNIST.
 
@@ -129,6 +193,8 @@ class TrainConfig:
     text: see `TextConfig` (text datasets only).
     molecule: see `MoleculeConfig` (MoleculeNet datasets only).
     privacy: see `PrivacyConfig` (DP-SGD; off by default).
+    data: see `DataConfig`: the user's own file or folder, used instead of `dataset` when its
+      `path` is set.
     model_kwargs: the model's own hyperparameters by field name, e.g. {"hidden": [64]} for
       'mlp' or {"num_layers": 1} for 'transformer'.
     dropout_rate: model dropout.
@@ -145,7 +211,11 @@ class TrainConfig:
     output_dir: metrics, checkpoints and summary go here.
     checkpoint_every: save every N steps (0: only at the end of each epoch and the run).
     keep_checkpoints: how many checkpoints orbax keeps.
-    resume: continue from the latest checkpoint in output_dir.
+    resume: continue from the latest checkpoint in output_dir, which must hold config.json and a
+      checkpoint. The config must equal the saved config.json except for epochs, max_steps,
+      progress, output_dir, data_dir, tfds_dir, keep_checkpoints, checkpoint_every,
+      eval_batch_size and early_stopping_patience; a run differing in any other field is
+      refused before anything is written (`jmed.train.loop.RESUMABLE_FIELDS`).
     max_steps: stop after this many steps in total (0: run all epochs).
     progress: show a progress bar.
   """
@@ -162,6 +232,7 @@ class TrainConfig:
   text: TextConfig = dataclasses.field(default_factory=TextConfig)
   molecule: MoleculeConfig = dataclasses.field(default_factory=MoleculeConfig)
   privacy: PrivacyConfig = dataclasses.field(default_factory=PrivacyConfig)
+  data: DataConfig = dataclasses.field(default_factory=DataConfig)
   model_kwargs: dict = dataclasses.field(default_factory=dict)
   dropout_rate: float = 0.0
   class_weights: str = 'none'
@@ -199,8 +270,9 @@ def field_docs(cls) -> dict:
   return docs
 
 
+# TrainConfig fields that are configs themselves.
 NESTED = {'optimizer': OptimizerConfig, 'text': TextConfig, 'molecule': MoleculeConfig,
-          'privacy': PrivacyConfig}  # TrainConfig fields that are configs themselves
+          'privacy': PrivacyConfig, 'data': DataConfig}
 
 
 def config_from_dict(values: dict, where: str = 'config') -> TrainConfig:

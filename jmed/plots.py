@@ -5,6 +5,7 @@ import os
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from jmed import metrics as jmetrics
 
@@ -53,3 +54,55 @@ def reliability_diagram(confidences, correct, path: str, num_bins: int = jmetric
   os.makedirs(folder, exist_ok=True)
   fig.savefig(path, dpi=120)
   return {**bins, 'ece': ece}
+
+
+def training_curves(records, path: str, metric: str) -> None:
+  """Writes a PNG of a run's curves per epoch, from its metrics.jsonl records.
+
+  Left: the training loss (mean over the epoch) and the validation loss. Right: the validation
+  `metric` that picks the best checkpoint (left out when it is the loss itself), the best
+  epoch marked. An ensemble's per-member values are averaged.
+
+  Args:
+    records: the metrics log's records, one dict per epoch ('epoch', 'train_loss', 'val_*').
+    path: the .png file to write (its folder is created).
+    metric: the selection metric's name without the 'val_' prefix, e.g. 'auroc' or 'loss'.
+  """
+  if not str(path).lower().endswith('.png'):
+    raise ValueError(f'path must name a .png file, got {path!r}.')
+  panels = [('loss', ('train_loss', 'val_loss'))]
+  if metric != 'loss':
+    panels.append((f'validation {metric} (selects the checkpoint)', (f'val_{metric}',)))
+  fig = Figure(figsize=(5 * len(panels), 3.5), layout='constrained')
+  FigureCanvasAgg(fig)
+  axes = np.atleast_1d(fig.subplots(1, len(panels)))
+  for ax, (title, keys) in zip(axes, panels):
+    for key in keys:
+      epochs, values = _series(records, key)
+      if epochs:
+        ax.plot(epochs, values, 'o-', markersize=3, label=key.replace('_', ' '))
+    best = [r['best_epoch'] for r in records if r.get('best_epoch') is not None]
+    if best and keys[-1] == f'val_{metric}':
+      ax.axvline(best[-1] + 1, color='gray', linestyle='--', label=f'best epoch {best[-1] + 1}')
+    ax.set(xlabel='epoch', title=title)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if ax.get_legend_handles_labels()[0]:
+      ax.legend(fontsize='small')
+    else:
+      ax.text(0.5, 0.5, 'no epochs logged', ha='center', va='center', transform=ax.transAxes)
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  fig.savefig(path, dpi=120)
+
+
+def _series(records, key: str):
+  """(epochs counted from 1, values) of `key` in the records that hold a finite number."""
+  epochs, values = [], []
+  for record in records:
+    value = record.get(key)
+    if isinstance(value, list):  # an ensemble: one value per member
+      value = float(np.mean(value)) if value and all(
+          isinstance(v, (int, float)) for v in value) else None
+    if isinstance(value, (int, float)) and np.isfinite(value):
+      epochs.append(record['epoch'] + 1)
+      values.append(float(value))
+  return epochs, values

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Train a jmed model. Defaults: the seed's recipe (SGD lr 0.01, batch 32, 5 epochs) on
+r"""Train a jmed model. Defaults: the seed's recipe (SGD lr 0.01, batch 32, 5 epochs) on
 PneumoniaMNIST, read from $JMED_DATA_DIR (or --data-dir) when set, else downloaded.
 
   python scripts/train.py --data-dir ../shared/data
@@ -7,44 +7,94 @@ PneumoniaMNIST, read from $JMED_DATA_DIR (or --data-dir) when set, else download
   python scripts/train.py --model unet --dataset mnist_segmentation --data-dir ../shared/data \
       --model-kwargs '{"features": [16, 32, 64]}' --optimizer adam --learning-rate 3e-3 \
       --batch-size 8 --output-dir runs/unet_mnist_segmentation
+  python scripts/train.py --data patients.csv --label-column outcome --model mlp \
+      --output-dir runs/patients
+
+Prints the table of validation and test metrics; summary.json, metrics.jsonl, TensorBoard
+events (tensorboard/) and curves.png are in --output-dir. A mistake in a flag, a data file or
+the output directory prints one line `error: ...` and exits 1 (--debug: the traceback).
 """
 
 import argparse
 import dataclasses
 import json
+import os
 import sys
 
+from jmed import configs
 from jmed import distributed
-from jmed.configs import (MoleculeConfig, OptimizerConfig, PrivacyConfig, TextConfig, TrainConfig,
-                          field_docs)
+from jmed import optim
+from jmed import privacy as jprivacy
+from jmed import tasks
+from jmed.configs import (DataConfig, MoleculeConfig, OptimizerConfig, PrivacyConfig, TextConfig,
+                          TrainConfig, field_docs)
 from jmed.data import DATASET_NAMES
+from jmed.data import moleculenet
 from jmed.data.augment import PRESETS
-from jmed.errors import NonFiniteLossError
+from jmed.errors import UserError
 from jmed.models import MODELS
-from jmed.train.loop import fit
+from jmed.text import tokenizer as jtokenizer
+from jmed.train import loop
 from jmed.train.report import format_summary
 
 
-def _add_fields(parser, cls, skip=(), extra_help=None, prefix=''):
-  """One --flag per dataclass field, typed, defaulted and documented from the dataclass
-  (`prefix` + the field name, e.g. --dp-l2-clip; its value lands under the same name)."""
+def _metric_names() -> tuple:
+  """'auto', then every metric of every task (each once), 'loss' among them."""
+  names = {name: None for task in tasks.TASKS.values() for name in task.metric_names}
+  return ('auto', *names, *(() if 'loss' in names else ('loss',)))
+
+
+# The values each enumerated flag accepts, by its parsed name (its flag without the leading
+# dashes, '-' as '_'; DataConfig's under 'data_' + its field). argparse checks them before any
+# data is read.
+CHOICES = {
+    'model': tuple(MODELS),
+    'dataset': tuple(DATASET_NAMES),
+    'augment': tuple(PRESETS),
+    'optimizer': tuple(optim.OPTIMIZERS),
+    'schedule': optim.SCHEDULES,
+    'dtype': ('float32', 'bfloat16'),
+    'class_weights': ('none', 'balanced'),
+    'select_metric': _metric_names(),
+    'tokenizer': jtokenizer.KINDS,
+    'molecule_features': moleculenet.FEATURES,
+    'molecule_split': ('auto', *moleculenet.SPLIT_KINDS),
+    'dp_accountant': jprivacy.ACCOUNTANTS,
+    'data_source': configs.DATA_SOURCES,
+    'data_task': configs.DATA_TASKS,
+    'data_split': configs.SPLIT_RULES,
+    'data_missing': configs.MISSING_POLICIES,
+    'data_channels': (0, 1, 3),
+}
+
+
+def _add_fields(parser, cls, skip=(), prefix='', dest_prefix=None, rename=None):
+  """One --flag per dataclass field, typed, defaulted and documented from the dataclass.
+
+  The flag is `prefix` + the field name (or its `rename`), e.g. --dp-l2-clip; its value lands
+  under `dest_prefix` (default `prefix`) + the field name. Fields in `CHOICES` accept only
+  those values.
+  """
   docs = field_docs(cls)
-  for name, text in (extra_help or {}).items():
-    docs[name] = f'{docs.get(name, "")} {text}'.strip()
+  dest_prefix = prefix if dest_prefix is None else dest_prefix
   for field in dataclasses.fields(cls):
     if field.name in skip:
       continue
-    flag = '--' + (prefix + field.name).replace('_', '-')
-    default = field.default
-    if field.default_factory is dict:
-      parser.add_argument(flag, type=json.loads, default={},
-                          help=f'{docs.get(field.name)} (JSON)')
-    elif isinstance(default, bool):
-      parser.add_argument(flag, default=default, action=argparse.BooleanOptionalAction,
-                          help=docs.get(field.name))
+    flag = prefix + (rename or {}).get(field.name, field.name)
+    dest, text = dest_prefix + field.name, docs.get(field.name)
+    options = {'dest': dest, 'default': field.default}
+    if isinstance(field.default, bool):
+      options['action'] = argparse.BooleanOptionalAction
+    elif field.default_factory is dict:
+      options.update(type=json.loads, default={}, metavar=flag.upper())
+      text = f'{text} (JSON)'
     else:
-      kind = type(default) if default is not None else str
-      parser.add_argument(flag, type=kind, default=default, help=docs.get(field.name))
+      kind = type(field.default) if field.default is not None else str
+      options.update(type=kind, metavar=flag.upper())
+    if dest in CHOICES:
+      options['choices'] = CHOICES[dest]
+      text = f'{text} One of: {", ".join(map(str, CHOICES[dest]))}.'
+    parser.add_argument('--' + flag.replace('_', '-'), help=text, **options)
 
 
 def _add_distributed(parser) -> None:
@@ -67,19 +117,24 @@ _DISTRIBUTED_FLAGS = ('distributed', 'coordinator_address', 'num_processes', 'pr
 
 
 def parse_args(argv=None):
-  """(TrainConfig, the multi-host options as a dict of `distributed.initialize` arguments)."""
+  """(TrainConfig, the multi-host options as a dict of `distributed.initialize` arguments,
+  --debug)."""
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  _add_fields(parser, TrainConfig, skip=('optimizer', 'text', 'molecule', 'privacy'), extra_help={
-      'model': f'One of: {", ".join(MODELS)}.',
-      'dataset': f'One of: {", ".join(DATASET_NAMES)}.',
-      'augment': f'One of: {", ".join(PRESETS)}.'})
+  _add_fields(parser, TrainConfig, skip=('optimizer', 'text', 'molecule', 'privacy', 'data'))
+  parser.add_argument('--debug', action='store_true',
+                      help='On a mistake in a flag, a data file or the output directory, show '
+                      'the traceback instead of the one-line error.')
+  _add_fields(parser.add_argument_group(
+      'your own data file or folder (instead of --dataset)'), DataConfig, dest_prefix='data_',
+              rename={'path': 'data'})
   opt = parser.add_argument_group('optimizer')
-  opt.add_argument('--optimizer', default=OptimizerConfig.name,
-                   help='sgd | adam | rmsprop | adamw | amsgrad')
+  opt.add_argument('--optimizer', default=OptimizerConfig.name, choices=CHOICES['optimizer'],
+                   metavar='OPTIMIZER',
+                   help=f'One of: {", ".join(CHOICES["optimizer"])}.')
   _add_fields(opt, OptimizerConfig, skip=('name',))
   _add_fields(parser.add_argument_group('text datasets'), TextConfig)
-  _add_fields(parser.add_argument_group('molecule datasets (esol, bbbp, tox21)'), MoleculeConfig,
+  _add_fields(parser.add_argument_group('molecules (esol, bbbp, tox21 and SMILES files of your own)'), MoleculeConfig,
               prefix='molecule_')
   _add_fields(parser.add_argument_group('differential privacy (DP-SGD)'), PrivacyConfig,
               prefix='dp_')
@@ -87,6 +142,7 @@ def parse_args(argv=None):
   args = vars(parser.parse_args(argv))
   multihost = {k: args.pop(k) for k in _DISTRIBUTED_FLAGS}
   multihost['mode'] = multihost.pop('distributed')
+  debug = args.pop('debug')
   opt_fields = {f.name for f in dataclasses.fields(OptimizerConfig)}
   optimizer = OptimizerConfig(name=args.pop('optimizer'),
                               **{k: args.pop(k) for k in list(args) if k in opt_fields})
@@ -95,8 +151,10 @@ def parse_args(argv=None):
                                for f in dataclasses.fields(MoleculeConfig)})
   privacy = PrivacyConfig(**{f.name: args.pop('dp_' + f.name)
                              for f in dataclasses.fields(PrivacyConfig)})
-  cfg = TrainConfig(optimizer=optimizer, text=text, molecule=molecule, privacy=privacy, **args)
-  return cfg, multihost
+  data = DataConfig(**{f.name: args.pop('data_' + f.name) for f in dataclasses.fields(DataConfig)})
+  cfg = TrainConfig(optimizer=optimizer, text=text, molecule=molecule, privacy=privacy, data=data,
+                    **args)
+  return cfg, multihost, debug
 
 
 def parse_config(argv=None) -> TrainConfig:
@@ -104,19 +162,22 @@ def parse_config(argv=None) -> TrainConfig:
 
 
 def main(argv=None) -> int:
-  cfg, multihost = parse_args(argv)
+  """Trains as the flags say; returns the exit status (1: a `UserError`, printed as one line
+  unless --debug). Any other exception is a bug and propagates with its traceback."""
+  cfg, multihost, debug = parse_args(argv)
   try:
     where = distributed.initialize(**multihost)
     print('process {process_index}/{process_count}: {local_devices} local and {global_devices} '
           'global {platform} devices'.format(**where), file=sys.stderr, flush=True)
-    summary = fit(cfg)
-  except (NonFiniteLossError, ValueError, FileNotFoundError, FileExistsError,
-          NotImplementedError) as e:
+    summary = loop.fit(cfg)
+  except UserError as e:
+    if debug:
+      raise
     print(f'error: {e}', file=sys.stderr)
     return 1
   if distributed.is_primary():
-    print(json.dumps(summary, indent=2))
     print(format_summary(summary))
+    print(f'summary: {os.path.join(cfg.output_dir, "summary.json")}')
   return 0
 
 

@@ -126,7 +126,7 @@ def test_two_processes_report_the_same_metrics_once(runs):
   (out0, err0), (out1, err1) = outs
   assert 'process 0/2: 2 local and 4 global cpu devices' in err0
   assert 'process 1/2: 2 local and 4 global cpu devices' in err1
-  assert '"test_auroc"' in out0 and '"test_auroc"' not in out1  # the summary is printed once
+  assert 'test@best' in out0 and 'test@best' not in out1  # the table is printed once
 
 
 def test_detect_cluster_reads_the_launcher_environment():

@@ -9,6 +9,17 @@ checkpoint, summary.json). What depends on the kind of task is asked of the task
 
 A deep ensemble (`jmed.train.ensemble.fit_ensemble`) runs through the same loop: its state is
 K models stacked on a leading [members] axis and its steps are the same steps under `jax.vmap`.
+
+What a run writes in `output_dir` (the primary process): config.json, metrics.jsonl (one
+record per epoch), tensorboard/ (the same scalars plus the learning rate, as TensorBoard
+events), checkpoints/ and best/ (orbax, every process), best.json, summary.json, curves.png
+(loss and selection metric per epoch), and where the data has them tokenizer.json and
+preprocessing.json (what turns a new file of the same format into this model's inputs).
+
+Resuming (`cfg.resume`) needs config.json and a checkpoint in `output_dir`, and a config equal
+to the saved one except for `RESUMABLE_FIELDS` (the run's length, where files are, how often it
+saves, evaluation batch and patience); otherwise it refuses before writing anything, naming
+each differing field.
 """
 
 import dataclasses
@@ -30,13 +41,21 @@ from jmed import tasks
 from jmed.configs import TrainConfig
 from jmed.data import augment as jaugment
 from jmed.data import pipeline
-from jmed.errors import NonFiniteLossError
-from jmed.optim import make_optimizer
-from jmed.train import checkpoint, parallel, steps
+from jmed.errors import ConfigError, NonFiniteLossError, RunDirError
+from jmed.optim import make_optimizer, make_schedule
+from jmed.train import checkpoint, logs, parallel, steps
 from jmed.train.state import create_train_state
 
-__all__ = ['Ensemble', 'NonFiniteLossError', 'build_model', 'evaluate', 'fit', 'load_dataset',
+__all__ = ['Ensemble', 'NonFiniteLossError', 'RESUMABLE_FIELDS', 'build_model', 'check_config',
+           'check_resume', 'evaluate', 'fit', 'has_checkpoint', 'load_dataset',
            'train_and_evaluate', 'write_json']
+
+# TrainConfig fields a resumed run may change: its length, where files are, how often it saves,
+# the evaluation batch and the early-stopping patience. Any other difference from the saved
+# config.json is refused (`check_resume`).
+RESUMABLE_FIELDS = ('epochs', 'max_steps', 'progress', 'output_dir', 'data_dir', 'tfds_dir',
+                    'keep_checkpoints', 'checkpoint_every', 'eval_batch_size',
+                    'early_stopping_patience', 'resume')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,6 +105,7 @@ class _Run:
   manager: Any = None
   best_manager: Any = None
   log: Any = None
+  board: Any = None  # TensorBoard events
   bar: Any = None
   timing: Dict = dataclasses.field(default_factory=lambda: {
       'train_seconds': 0.0, 'train_examples': 0, 'compile_seconds': 0.0, 'compiled': set()})
@@ -101,6 +121,7 @@ class _Run:
     self.bar.close()
     self.manager.wait_until_finished()
     self.log.close()
+    self.board.close()
 
 
 # ---------------------------------------------------------------- fit
@@ -123,6 +144,8 @@ def train_and_evaluate(cfg: TrainConfig, dataset=None, ensemble: Optional[Ensemb
   """
   wall_start = time.perf_counter()
   check_config(cfg)
+  if cfg.resume:
+    check_resume(cfg, ensemble)
   dataset = load_dataset(cfg) if dataset is None else dataset
   run, state = _setup(cfg, dataset, ensemble)
   best = _read_best(cfg.output_dir) if cfg.resume else None
@@ -136,6 +159,7 @@ def train_and_evaluate(cfg: TrainConfig, dataset=None, ensemble: Optional[Ensemb
       step = record['step']
       best = _validate(run, state, record, best)
       run.log.write(record)
+      run.board.write(record)
       checkpoint.save(run.manager, state)
       if best and cfg.early_stopping_patience and (
           epoch - best['epoch'] >= cfg.early_stopping_patience):
@@ -147,16 +171,78 @@ def train_and_evaluate(cfg: TrainConfig, dataset=None, ensemble: Optional[Ensemb
 
 
 def check_config(cfg: TrainConfig) -> None:
-  """Raises ValueError on config values no run can train with."""
+  """Raises `ConfigError` on config values no run can train with."""
   for field in ('epochs', 'batch_size', 'eval_batch_size', 'steps_per_dispatch'):
     if getattr(cfg, field) < 1:
-      raise ValueError(f'{field} must be >= 1, got {getattr(cfg, field)}.')
+      raise ConfigError(f'{field} must be >= 1, got {getattr(cfg, field)}.')
   if cfg.early_stopping_patience < 0:
-    raise ValueError(f'early_stopping_patience must be >= 0, got {cfg.early_stopping_patience}.')
+    raise ConfigError(f'early_stopping_patience must be >= 0, got {cfg.early_stopping_patience}.')
+
+
+def check_resume(cfg: TrainConfig, ensemble: Optional[Ensemble] = None) -> None:
+  """Refuses to resume a run with another config. Writes nothing.
+
+  With no checkpoint in `cfg.output_dir` there is nothing to resume: the run starts from
+  scratch, so one command both starts a run and continues it (preemptible TPUs, SLURM
+  requeues, an interrupted search trial).
+
+  Raises:
+    ConfigError: `cfg` (with the ensemble's description) differs from the saved config.json
+      in fields other than `RESUMABLE_FIELDS`; the message names each as
+      `name: saved -> now` (nested fields as optimizer.learning_rate).
+  """
+  path = os.path.join(cfg.output_dir, 'config.json')
+  if not (os.path.exists(path) and has_checkpoint(cfg.output_dir)):
+    return
+  with open(path) as f:
+    saved = json.load(f)
+  now = json.loads(json.dumps(_config_record(cfg, ensemble)))  # tuples -> lists, as saved
+  defaults = json.loads(json.dumps(dataclasses.asdict(TrainConfig())))
+  changed = [f'{name}: {old!r} -> {new!r}'
+             for name, old, new in _differences(saved, now, defaults)
+             if name.split('.')[0] not in RESUMABLE_FIELDS]
+  if changed:
+    raise ConfigError(
+        f'--resume: the config differs from the one in {path} in: {"; ".join(changed)}. '
+        'Resume with the saved values, or start a new run in another output_dir (fields that '
+        f'may change on resume: {", ".join(RESUMABLE_FIELDS[:-1])}).')
+
+
+def _differences(old: dict, new: dict, defaults: dict, prefix: str = ''):
+  """(dotted name, old, new) of each leaf that differs; a field missing from `old` (a
+  config.json of an earlier version) counts as its default."""
+  for key in [*new, *(k for k in old if k not in new)]:  # in the config's field order
+    default = defaults.get(key) if isinstance(defaults, dict) else None
+    a, b = old.get(key, default), new.get(key)
+    if isinstance(a, dict) and isinstance(b, dict) and key != 'model_kwargs':
+      yield from _differences(a, b, default or {}, f'{prefix}{key}.')
+    elif a != b:
+      yield f'{prefix}{key}', a, b
+
+
+def has_checkpoint(output_dir: str) -> bool:
+  """Whether the run in `output_dir` saved a checkpoint (checkpoints/<step>/, orbax's finished
+  steps), i.e. whether `resume=True` has something to continue."""
+  directory = os.path.join(output_dir, 'checkpoints')
+  return os.path.isdir(directory) and any(
+      name.isdigit() and os.path.isdir(os.path.join(directory, name))
+      for name in os.listdir(directory))
+
+
+def _config_record(cfg: TrainConfig, ensemble: Optional[Ensemble]) -> dict:
+  """What config.json records: the config's fields, and the ensemble's description."""
+  config = dataclasses.asdict(cfg)
+  if ensemble:
+    config.update(ensemble.describe(cfg.seed))
+  return config
 
 
 def load_dataset(cfg: TrainConfig):
-  """`cfg.dataset`, loaded as `fit` loads it."""
+  """The run's data, loaded as `fit` loads it: the user's file `cfg.data.path` when set
+  (`jmed.data.user`), else the built-in dataset `cfg.dataset`."""
+  if cfg.data.path:
+    from jmed.data import user  # pylint: disable=g-import-not-at-top
+    return user.load(cfg)
   from jmed.data.datasets import load_dataset as load  # pylint: disable=g-import-not-at-top
   return load(cfg.dataset, data_dir=cfg.data_dir, tfds_dir=cfg.tfds_dir, text=cfg.text,
               molecule=cfg.molecule)
@@ -175,12 +261,12 @@ def _setup(cfg: TrainConfig, dataset, ensemble: Optional[Ensemble]):
   privacy = _privacy(cfg)
   steps_per_epoch = len(dataset.splits['train'][0]) // cfg.batch_size
   if steps_per_epoch == 0:
-    raise ValueError(f'batch_size {cfg.batch_size} exceeds the {len(dataset.splits["train"][0])}'
-                     ' training examples.')
+    raise ConfigError(f'batch_size {cfg.batch_size} exceeds the '
+                      f'{len(dataset.splits["train"][0])} training examples.')
   total_steps = cfg.epochs * steps_per_epoch
   mesh = parallel.make_mesh()
-  parallel.check_batch_size(cfg.batch_size, mesh)
-  parallel.check_batch_size(cfg.eval_batch_size, mesh)
+  for field in ('batch_size', 'eval_batch_size'):
+    _check_divisible(field, getattr(cfg, field), mesh)
 
   model = build_model(cfg, dataset)
   tx = make_optimizer(cfg.optimizer, total_steps)
@@ -193,8 +279,16 @@ def _setup(cfg: TrainConfig, dataset, ensemble: Optional[Ensemble]):
               train_fn=train_fn, eval_fn=eval_fn, steps_per_epoch=steps_per_epoch,
               last_step=min(total_steps, cfg.max_steps) if cfg.max_steps else total_steps,
               privacy=privacy, primary=distributed.is_primary())
-  state = _open_output_dir(run, state)
+  state = _open_output_dir(run, state, make_schedule(cfg.optimizer, total_steps))
   return run, state
+
+
+def _check_divisible(field: str, batch_size: int, mesh) -> None:
+  """`parallel.check_batch_size` as a `ConfigError` naming the flag."""
+  try:
+    parallel.check_batch_size(batch_size, mesh)
+  except ValueError as e:
+    raise ConfigError(f'{field}: {e}') from None
 
 
 def _class_weights(cfg: TrainConfig, task, dataset):
@@ -202,7 +296,7 @@ def _class_weights(cfg: TrainConfig, task, dataset):
   if cfg.class_weights == 'none':
     return None
   if cfg.class_weights != 'balanced':
-    raise ValueError(f"class_weights must be 'none' or 'balanced', got {cfg.class_weights!r}.")
+    raise ConfigError(f"class_weights must be 'none' or 'balanced', got {cfg.class_weights!r}.")
   return task.class_weights(dataset.splits['train'][1], dataset.num_classes)
 
 
@@ -211,8 +305,8 @@ def _augment(cfg: TrainConfig, task):
     return None
   config = jaugment.get_augment(cfg.augment)  # raises listing the presets
   if task.spatial_labels:
-    raise ValueError(f'augment {cfg.augment!r} transforms the inputs alone, which would '
-                     f'misalign the per-pixel labels of task {task.name!r}; use augment none.')
+    raise ConfigError(f'augment {cfg.augment!r} transforms the inputs alone, which would '
+                      f'misalign the per-pixel labels of task {task.name!r}; use augment none.')
   return config
 
 
@@ -237,8 +331,8 @@ def build_model(cfg: TrainConfig, dataset):
     if 'vocab_size' in str(e):
       hint = (' (the inputs are token ids: use a sequence model such as transformer, gru or '
               'text_cnn, or fingerprints for molecules: --molecule-features fingerprint)')
-    raise ValueError(f'model {cfg.model!r} does not fit dataset {dataset.name!r} with '
-                     f'{sorted(kwargs)}: {e}{hint}') from None
+    raise ConfigError(f'model {cfg.model!r} does not fit dataset {dataset.name!r} with '
+                      f'{sorted(kwargs)}: {e}{hint}') from None
 
 
 def _init_state(model, tx, sample, seed: int, ensemble: Optional[Ensemble]):
@@ -261,9 +355,12 @@ def _compiled_steps(task, augment, class_weights, privacy, mesh, ensemble):
           jax.jit(jax.vmap(evaluate_, in_axes=(0, None))))
 
 
-def _open_output_dir(run: _Run, state):
+def _open_output_dir(run: _Run, state, learning_rate: Callable):
   """Creates the output directory, checkpoint managers, logs and progress bar; restores the
-  latest checkpoint on resume. Returns the state to start from."""
+  latest checkpoint on resume. Returns the state to start from.
+
+  `learning_rate` is the optimizer's schedule (step -> rate), logged to TensorBoard.
+  """
   cfg = run.cfg
   os.makedirs(cfg.output_dir, exist_ok=True)
   ckpt_dir = run.path('checkpoints')
@@ -271,26 +368,42 @@ def _open_output_dir(run: _Run, state):
   if cfg.resume:
     state = checkpoint.restore_latest(run.manager, state)
   elif run.manager.latest_step() is not None:
-    raise FileExistsError(f'{ckpt_dir} already holds checkpoints; pass resume=True (--resume) to '
-                          'continue that run or choose another output_dir.')
+    raise RunDirError(f'{ckpt_dir} already holds checkpoints; pass resume=True (--resume) to '
+                      'continue that run or choose another output_dir.')
   if 'validation' in run.dataset.splits:  # the best checkpoint by validation metric
     run.best_manager = checkpoint.make_manager(run.path('best'), 1)
     if not cfg.resume and run.best_manager.latest_step() is not None:
-      raise FileExistsError(f'{cfg.output_dir}/best already holds a checkpoint of another run; '
-                            'pass resume=True (--resume) or choose another output_dir.')
+      raise RunDirError(f'{cfg.output_dir}/best already holds a checkpoint of another run; '
+                        'pass resume=True (--resume) or choose another output_dir.')
   step = checkpoint.step_of(state)
   if run.primary:
-    config = dataclasses.asdict(cfg)
-    if run.ensemble:
-      config.update(run.ensemble.describe(cfg.seed))
-    write_json(run.path('config.json'), config)
+    write_json(run.path('config.json'), _config_record(cfg, run.ensemble))
     if run.dataset.tokenizer is not None:  # what turns new text into this model's inputs
       run.dataset.tokenizer.save(run.path('tokenizer.json'))
-  run.log = _MetricsLog(run.path('metrics.jsonl') if run.primary else None,
-                         step if cfg.resume else None)
+    if getattr(run.dataset, 'preprocessing', None) is not None:
+      write_json(run.path('preprocessing.json'), _preprocessing(run))
+  resumed = step if cfg.resume else None
+  run.log = logs.MetricsLog(run.path('metrics.jsonl') if run.primary else None, resumed)
+  run.board = logs.TensorBoardLog(run.path('tensorboard') if run.primary else None,
+                                  learning_rate, resumed)
   run.bar = tqdm(total=run.last_step, initial=step, unit='step',
                   disable=not (cfg.progress and run.primary), dynamic_ncols=True)
   return state
+
+
+def _preprocessing(run: _Run) -> dict:
+  """preprocessing.json: the dataset's shape and task (fitted to the training labels, e.g.
+  regression's target mean and std) and its own `preprocessing` (column statistics, classes,
+  image size, ...): what turns a new file of the same format into this model's inputs."""
+  dataset = run.dataset
+  return {
+      'dataset': {'name': dataset.name, 'task': dataset.task,
+                  'num_classes': int(dataset.num_classes),
+                  'input_shape': [int(d) for d in dataset.input_shape],
+                  'model_kwargs': dict(dataset.model_kwargs)},
+      'task_fields': dataclasses.asdict(run.task),
+      **dataset.preprocessing,
+  }
 
 
 # ---------------------------------------------------------------- one epoch
@@ -555,6 +668,8 @@ def _finish(run: _Run, state, best: Optional[dict], step: int, stopped_early: bo
       'epochs': cfg.epochs, 'batch_size': cfg.batch_size, 'devices': run.mesh.devices.size,
       'processes': jax.process_count(), 'dtype': cfg.dtype,
       'best': best, 'stopped_early': stopped_early, **run.task.summary(),
+      **({'split': run.dataset.split_info}
+         if getattr(run.dataset, 'split_info', None) is not None else {}),
       **({'privacy': _budget(cfg, len(run.train_split[0]), step)} if run.privacy else {}),
       **{f'test_{k}': v for k, v in test.items()},
       **{f'last_test_{k}': v for k, v in last_test.items()},
@@ -568,7 +683,16 @@ def _finish(run: _Run, state, best: Optional[dict], step: int, stopped_early: bo
     write_json(run.path('summary.json'), summary)
     if run.ensemble and run.task.probabilistic:
       _reliability_diagram(run, predictions)
+    _training_curves(run)
   return summary
+
+
+def _training_curves(run: _Run) -> None:
+  """curves.png: train and validation loss and the selection metric per epoch, from the
+  metrics log (which holds the epochs before a resume too)."""
+  from jmed import plots  # pylint: disable=g-import-not-at-top
+  plots.training_curves(logs.read_records(run.path('metrics.jsonl')), run.path('curves.png'),
+                        run.metric)
 
 
 def _reliability_diagram(run: _Run, member_probs) -> None:
@@ -589,36 +713,6 @@ def _budget(cfg: TrainConfig, num_examples: int, step: int) -> dict:
 
 
 # ---------------------------------------------------------------- files
-
-
-class _MetricsLog:
-  """Appends one JSON object per line to `path` (flushed at once: nothing lost on a crash).
-
-  On resume (`resumed_step` not None) records past the restored step are dropped first: an
-  epoch logged just before an interruption, whose checkpoint was not saved, is run and logged
-  again. With `path` None (processes other than 0 of a multi-host run) nothing is written.
-  """
-
-  def __init__(self, path, resumed_step=None):
-    self._file = None
-    if path is None:
-      return
-    kept = []
-    if resumed_step is not None and os.path.exists(path):
-      with open(path) as f:
-        kept = [line for line in f if line.strip() and json.loads(line)['step'] <= resumed_step]
-    self._file = open(path, 'w')
-    self._file.writelines(kept)
-    self._file.flush()
-
-  def write(self, record: dict) -> None:
-    if self._file:
-      self._file.write(json.dumps(record) + '\n')
-      self._file.flush()
-
-  def close(self) -> None:
-    if self._file:
-      self._file.close()
 
 
 def _read_best(output_dir: str):
