@@ -2,6 +2,7 @@
 
 import dataclasses
 import gzip
+import pathlib
 import re
 import shutil
 import threading
@@ -154,7 +155,9 @@ def test_pneumoniamnist_through_tfds_builder(pneumonia):
   assert dataset.input_shape == (28, 28, 1)
   assert np.bincount(dataset.splits['test'][1]).tolist() == [234, 390]
   assert np.bincount(dataset.splits['train'][1]).tolist() == [1_214, 3_494]
-  prepared = tfds_dir / 'medmnist' / 'pneumoniamnist' / '1.0.0'
+  # Built from the local npz into a folder keyed by its location and content.
+  source_dir = pathlib.Path(medmnist.source_dir(tfds_dir, PNEUMONIA_NPZ))
+  prepared = source_dir / 'medmnist' / 'pneumoniamnist' / '1.0.0'
   assert list(prepared.glob('*.array_record*'))
   # Images survive the round trip, in the npz's (official) order.
   with np.load(PNEUMONIA_NPZ) as npz:

@@ -11,6 +11,7 @@ import pytest
 from conftest import run_without_tensorflow
 from jmed import text
 from jmed.data import medical_abstracts
+from jmed.data import medmnist
 from jmed.errors import DataError, MissingDataError
 
 DATA_DIR = Path(os.environ.get('JMED_DATA_DIR') or
@@ -213,7 +214,9 @@ def test_tfds_builder_equals_offline(tmp_path):
     assert labels.dtype == np.int32
     np.testing.assert_array_equal(labels, offline[name][1])
     assert np.bincount(labels).tolist() == SEED0_COUNTS[name]
-  prepared = tmp_path / 'medical_abstracts' / '1.0.0'
+  # Built from the local CSV into a folder keyed by its location and content.
+  key = medmnist.source_dir(tmp_path, MANUAL_DIR / medical_abstracts.TEST_FILE)
+  prepared = Path(key) / 'medical_abstracts' / '1.0.0'
   assert len(list(prepared.glob('*.array_record*'))) == 3
   info = json.loads((prepared / 'features.json').read_text())
   assert 'ClassLabel' in json.dumps(info)

@@ -39,7 +39,11 @@ The builder reads `<manual_dir>/medical_tc_test.csv` when it exists and
 downloads it from GitHub otherwise (checking its SHA-256). It stores
 `array_record` files read back through `builder.as_data_source()`: neither
 preparing nor reading needs TensorFlow. `load_offline` gives the same splits
-straight from the CSV, without TFDS.
+straight from the CSV, without TFDS; `load` uses it for a local CSV when no
+TFDS directory is given (writing nothing), and otherwise builds a local CSV
+into a directory keyed by the file's location and SHA-256
+(`jmed.data.medmnist.source_dir`), so a changed or corrupt CSV is rebuilt (or
+refused), never replaced by a stale build.
 
 Reference: Schopf, Braun & Matthes, "Evaluating Unsupervised Text
 Classification: Zero-Shot and Similarity-Based Approaches", NLPIR '22 (ACM,
@@ -295,8 +299,9 @@ def prepare(*, tfds_dir: Optional[str] = None,
 
   Returns:
     The prepared builder, storing `array_record` files. Once prepared, the
-    dataset in `tfds_dir` is reused as is: delete
-    `<tfds_dir>/medical_abstracts` to rebuild it from a changed CSV.
+    dataset in `tfds_dir` is reused as is, whatever file it came from: `load`
+    keys the directory by the file (`medmnist.source_dir`) to rebuild a
+    changed CSV.
   """
   builder = MedicalAbstracts(data_dir=tfds_dir, file_format='array_record')
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
@@ -325,16 +330,20 @@ def _to_str(text) -> str:
 
 def load(data_dir: Optional[str] = None,
          tfds_dir: Optional[str] = None) -> Dict[str, Split]:
-  """Prepares (if needed) and reads the three splits through TFDS.
+  """Reads the three splits, from a local CSV or through a TFDS build.
 
   Args:
     data_dir: data root holding `medical_abstracts/medical_tc_test.csv`; None
       downloads the file (or uses TFDS' default manual directory).
-    tfds_dir: TFDS data directory; None uses the TFDS default.
+    tfds_dir: TFDS data directory. With `data_dir`: None reads the CSV
+      directly (`load_offline`, nothing written anywhere); a directory builds
+      the CSV into `medmnist.source_dir(tfds_dir, csv)`, a build of exactly
+      that file's bytes. Without `data_dir`: where the downloaded corpus is
+      prepared, None the TFDS default.
 
   Returns:
     `{'train'|'validation'|'test': (texts, labels)}`: `[n]` str abstracts,
-    int32 `[n]` labels in 0..4; the same as `load_offline`.
+    int32 `[n]` labels in 0..4; the same as `load_offline` (seed 0).
 
   Raises:
     MissingDataError: `data_dir` given but the CSV is not in it (names the
@@ -349,7 +358,15 @@ def load(data_dir: Optional[str] = None,
     raise MissingDataError(
         f'Medical Abstracts file not found: {path} (download it from '
         f'{URL.format(filename=TEST_FILE)})')
-  return read_splits(prepare(tfds_dir=tfds_dir, manual_dir=manual_dir))
+  if tfds_dir is None:
+    splits = load_offline(manual_dir)
+    rows = sum(len(texts) for texts, _ in splits.values())
+    if rows != NUM_ROWS:
+      _LOG.warning('%s has %d rows, the official test file %d.', path, rows,
+                   NUM_ROWS)
+    return splits
+  return read_splits(prepare(tfds_dir=medmnist.source_dir(tfds_dir, path),
+                             manual_dir=manual_dir))
 
 
 def load_offline(manual_dir: os.PathLike, *,

@@ -9,6 +9,12 @@ Neither preparing nor reading needs TensorFlow: images are stored as raw uint8
 tensors (not PNG) in `array_record` files and read back through
 `builder.as_data_source()`.
 
+`load` with a local file (`manual_dir`) never reuses a build of another file:
+without a TFDS directory it reads the npz directly (`read_npz`) and writes
+nothing; with one, it builds into `source_dir(tfds_dir, path)`, a folder keyed
+by the file's location and SHA-256, so a changed or corrupt file is rebuilt (or
+refused) instead of a stale build being read.
+
 Reference: Yang et al., "MedMNIST v2", Scientific Data 10, 41 (2023).
 """
 
@@ -30,6 +36,7 @@ from jmed.errors import DataError, MissingDataError
 IMAGE_SIZE = 28
 URL = 'https://zenodo.org/records/10519652/files/{name}.npz?download=1'
 SPLITS = {'train': 'train', 'validation': 'val', 'test': 'test'}  # ours: npz's
+SOURCES_DIR = 'jmed-sources'  # builds of local files, under a TFDS directory
 
 Split = Tuple[np.ndarray, np.ndarray]
 _LOG = logging.getLogger(__name__)
@@ -239,6 +246,29 @@ def file_digest(path: os.PathLike, algorithm: str = 'md5') -> str:
   return digest.hexdigest()
 
 
+def source_dir(tfds_dir: os.PathLike, path: os.PathLike) -> str:
+  """The TFDS directory of builds made from the local file `path`.
+
+  `<tfds_dir>/jmed-sources/<key>`, key = the first 16 hex digits of the SHA-256
+  of the file's absolute path and of its contents' SHA-256: another file, or
+  the same file changed, gets a directory of its own, so a build is only ever
+  reused for the very bytes it was made from.
+  """
+  location = os.path.abspath(os.fspath(path))
+  content = file_digest(location, 'sha256')
+  key = hashlib.sha256(f'{location}\0{content}'.encode('utf-8')).hexdigest()
+  return os.path.join(os.fspath(tfds_dir), SOURCES_DIR, key[:16])
+
+
+def warn_sizes(path: os.PathLike, config: 'MedMnistConfig',
+               splits: Dict[str, Split]) -> None:
+  """Logs a warning for each split whose size is not the official one."""
+  for (split, (images, _)), size in zip(splits.items(), config.sizes):
+    if len(images) != size:
+      _LOG.warning('%s: %s has %d examples, the official split %d.',
+                   path, split, len(images), size)
+
+
 class MedMnist(tfds.core.GeneratorBasedBuilder):
   """TFDS builder for the MedMNIST v2 2D subsets at 28x28."""
 
@@ -288,10 +318,7 @@ class MedMnist(tfds.core.GeneratorBasedBuilder):
         raise DataError(f'Downloaded {path} does not match the official MD5 '
                         f'{config.md5} of {config.name}.npz.')
     splits = read_npz(path, config)
-    for (split, (images, _)), size in zip(splits.items(), config.sizes):
-      if len(images) != size:
-        _LOG.warning('%s: %s has %d examples, the official split %d.',
-                     path, split, len(images), size)
+    warn_sizes(path, config, splits)
     return {split: self._generate_examples(*arrays)
             for split, arrays in splits.items()}
 
@@ -324,8 +351,8 @@ def prepare(name: str, *, tfds_dir: Optional[str] = None,
 
   Returns:
     The prepared builder, storing `array_record` files. Once prepared, the
-    dataset in `tfds_dir` is reused as is: delete
-    `<tfds_dir>/medmnist/<name>` to rebuild it from a changed npz.
+    dataset in `tfds_dir` is reused as is, whatever file it came from: `load`
+    keys the directory by the file (`source_dir`) to rebuild a changed npz.
   """
   get_config(name)
   builder = MedMnist(config=name, data_dir=tfds_dir,
@@ -353,8 +380,38 @@ def read_splits(builder: MedMnist) -> Dict[str, Split]:
 
 def load(name: str, *, tfds_dir: Optional[str] = None,
          manual_dir: Optional[str] = None) -> Dict[str, Split]:
-  """Prepares (if needed) and reads subset `name`; see `prepare`."""
-  return read_splits(prepare(name, tfds_dir=tfds_dir, manual_dir=manual_dir))
+  """Reads subset `name`, from a local npz or through a TFDS build.
+
+  Args:
+    name: a MedMNIST 2D subset, e.g. 'pneumoniamnist'.
+    tfds_dir: TFDS data directory; None uses the TFDS default (online) or none
+      at all (local file).
+    manual_dir: directory that may hold `<name>.npz`.
+
+  Returns:
+    `{'train'|'validation'|'test': (images, labels)}`: uint8 images
+    `[n, 28, 28, channels]`, integer labels `[n]` (or `[n, num_classes]`).
+    * `<manual_dir>/<name>.npz` exists, `tfds_dir` None: read straight from
+      the file (`read_npz`); nothing is written anywhere.
+    * it exists, `tfds_dir` given: prepared into `source_dir(tfds_dir, file)`
+      (a build of exactly this file's bytes) and read from there.
+    * otherwise: downloaded and prepared into `tfds_dir` (see `prepare`).
+
+  Raises:
+    DataError: an unknown subset or a corrupt file (naming its path).
+  """
+  config = get_config(name)
+  path = None
+  if manual_dir is not None:
+    path = os.path.join(os.fspath(manual_dir), f'{name}.npz')
+  if path is None or not os.path.isfile(path):
+    return read_splits(prepare(name, tfds_dir=tfds_dir, manual_dir=manual_dir))
+  if tfds_dir is None:
+    splits = read_npz(path, config)
+    warn_sizes(path, config, splits)
+    return splits
+  return read_splits(prepare(name, tfds_dir=source_dir(tfds_dir, path),
+                             manual_dir=manual_dir))
 
 
 _CITATION = """\
