@@ -88,7 +88,7 @@ def compare_molecules(data_dir: Optional[str], output_dir: str, seeds: Sequence[
 
 
 def _paper_rows(name: str) -> List[Dict]:
-  metric = tasks.get(moleculenet.SPECS[name].task).default_metric
+  metric = tasks.get(moleculenet.PRESETS[name].task).default_metric
   return [{'dataset': name, 'model': f'{paper_model} (MoleculeNet paper)', 'metric': metric,
            'test': [value], 'val': []}
           for paper_model, value in MOLECULENET_PAPER[name].items()]
@@ -130,7 +130,7 @@ def _forest_row(fingerprints, seeds, split: str, trees: int) -> Dict:
 def _add_per_task(row: Dict, per_task: List) -> None:
   """Adds 'test_per_task' (target -> one value per seed) when the runs report per-label AUROC."""
   if per_task and per_task[0] is not None:
-    targets = moleculenet.SPECS[row['dataset']].targets
+    targets = moleculenet.PRESETS[row['dataset']].label_columns
     row['test_per_task'] = {target: [values[i] for values in per_task]
                             for i, target in enumerate(targets)}
 
@@ -222,7 +222,7 @@ def format_molecule_rows(rows: List[Dict]) -> str:
   per-task test ROC-AUC of each measured model."""
   lines = ['| dataset | split | metric | model | val | test | runs |', '|' + '---|' * 7]
   for row in rows:
-    split = row.get('split') or moleculenet.SPECS[row['dataset']].split
+    split = row.get('split') or moleculenet.PRESETS[row['dataset']].split
     val = common.mean_sd(row['val']) if row['val'] else '—'
     lines.append(f"| {row['dataset']} | {split} | {row['metric']} | {row['model']} | {val} | "
                  f"{common.mean_sd(row['test'])} | {len(row['test'])} |")

@@ -1,4 +1,5 @@
-"""Tests of jmed.text.smiles and jmed.data.moleculenet on the real MoleculeNet CSVs."""
+"""Tests of jmed.text.smiles and the MoleculeNet presets of jmed.data.moleculenet on the real
+MoleculeNet CSVs (a user's own SMILES table: test_smiles_source.py)."""
 
 import dataclasses
 import importlib.util
@@ -11,12 +12,16 @@ import pytest
 from conftest import real_data_dir
 from jmed import data
 from jmed.configs import MoleculeConfig, OptimizerConfig, TrainConfig
+from jmed.data import files
+from jmed.data import labels as jlabels
 from jmed.data import moleculenet
+from jmed.data import splits as jsplits
 from jmed.text import smiles as jsmiles
 
 FOLDER = real_data_dir() / 'moleculenet'
 HAS_RDKIT = importlib.util.find_spec('rdkit') is not None
 ESOL_TARGET = 'measured log solubility in mols per litre'
+FRACTIONS = (0.8, 0.1, 0.1)
 
 
 def _needs(*names):
@@ -31,14 +36,20 @@ needs_bbbp = _needs('BBBP.csv')
 needs_all = _needs('delaney-processed.csv', 'BBBP.csv', 'tox21.csv')
 
 
+def _molecules(path, skip_invalid=False):
+  """(rows kept, their SMILES, their RDKit molecules) of a SMILES CSV."""
+  path = str(path)
+  return moleculenet.read_molecules(files.read_table(path), path, 'smiles', skip_invalid)
+
+
 @pytest.fixture(scope='module')
 def esol_table():
-  return moleculenet.read(FOLDER / 'delaney-processed.csv', 'esol')
+  return _molecules(FOLDER / 'delaney-processed.csv')
 
 
 @pytest.fixture(scope='module')
 def bbbp_table():
-  return moleculenet.read(FOLDER / 'BBBP.csv', 'bbbp', skip_invalid=True)
+  return _molecules(FOLDER / 'BBBP.csv', skip_invalid=True)
 
 
 @pytest.fixture(scope='module')
@@ -69,7 +80,7 @@ def test_tokenize_splits_atoms_bonds_and_ring_closures():
 
 @needs_esol
 def test_tokens_join_back_to_every_esol_smiles(esol_table):
-  every = esol_table.smiles
+  every = esol_table[1]
   assert len(every) == 1128
   for s in every:
     assert ''.join(jsmiles.tokenize(s)) == s
@@ -103,20 +114,21 @@ def test_vocabulary_encode_save_load(tmp_path):
 
 
 @needs_rdkit
-def test_invalid_smiles_error_names_file_row_line_and_smiles(tmp_path, caplog):
+def test_invalid_smiles_error_names_file_row_column_and_smiles(tmp_path, caplog):
   path = _write_esol_csv(tmp_path / 'delaney-processed.csv',
                          ['CCO', 'c1ccccc1O', 'C1CC(', 'CC(=O)O ', 'CCN'])
-  with pytest.raises(data.DataError, match=r'row 3 \(line 4\)') as error:
-    moleculenet.read(path, 'esol')
+  with pytest.raises(data.DataError, match=r"row 3, column 'smiles'") as error:
+    _molecules(path)
   assert str(path) in str(error.value) and "'C1CC('" in str(error.value)
-  with pytest.raises(data.DataError, match=r'row 3 \(line 4\)'):
+  with pytest.raises(data.DataError, match=r"row 3, column 'smiles'"):
     data.load_dataset('esol', data_dir=_root(tmp_path),
                       molecule=MoleculeConfig(skip_invalid=False))
-  table = moleculenet.read(path, 'esol', skip_invalid=True)
-  assert table.skipped == ((4, 'C1CC('),)
-  assert 'row 3 (line 4)' in caplog.text and 'skipped 1 rows' in caplog.text
-  assert table.smiles == ('CCO', 'c1ccccc1O', 'CC(=O)O', 'CCN')  # Stripped.
-  np.testing.assert_allclose(table.labels[:, 0], [-1.5, -0.5, 1.5, 2.5])
+  frame, smiles, mols = _molecules(path, skip_invalid=True)
+  assert frame.index.tolist() == [0, 1, 3, 4] and len(mols) == 4  # the file's rows, kept
+  assert "row 3, column 'smiles': dropped" in caplog.text and 'dropped 1 rows' in caplog.text
+  assert smiles == ['CCO', 'c1ccccc1O', 'CC(=O)O', 'CCN']  # Stripped.
+  labels = jlabels.Labels('regression', (ESOL_TARGET,)).encode(frame, str(path))
+  np.testing.assert_allclose(labels[:, 0], [-1.5, -0.5, 1.5, 2.5])
 
 
 def _root(tmp_path):
@@ -129,20 +141,22 @@ def _root(tmp_path):
 
 
 @needs_rdkit
-@pytest.mark.parametrize('cell', ['', 'inf', '2'])
-def test_bad_label_is_named_with_its_row(tmp_path, cell):
-  path = tmp_path / 'BBBP.csv'
-  path.write_text(f'num,name,p_np,smiles\n1,a,1,CCO\n2,b,{cell},CCN\n')
-  with pytest.raises(data.DataError, match=rf"row 2 \(line 3\): p_np label '{cell}' is not 0 or 1"):
-    moleculenet.read(path, 'bbbp')
-
-
-@needs_rdkit
 def test_missing_file_and_bad_split_are_named(tmp_path):
   with pytest.raises(data.MissingDataError, match='delaney-processed.csv'):
     moleculenet.load('esol', tmp_path)
   with pytest.raises(data.DataError, match='split'):
     moleculenet.load('bbbp', tmp_path, split='time')
+
+
+def test_presets_are_smiles_tables():
+  """ESOL, BBBP and Tox21 are DataConfigs of the generic source, not code of their own."""
+  config = moleculenet.PRESETS['tox21'].data_config('tox21.csv')
+  assert (config.source, config.task, config.split, config.smiles_column) == (
+      'smiles', 'multilabel', 'random', 'smiles')
+  assert files.columns_of(config.label_column) == list(moleculenet.TOX21_TASKS)
+  assert moleculenet.PRESETS['bbbp'].data_config('BBBP.csv').split == 'scaffold'
+  assert moleculenet.PRESETS['bbbp'].data_config('BBBP.csv', 'random', 3).split_seed == 3
+  assert jsplits.fractions_of(config) == pytest.approx(FRACTIONS)
 
 
 @needs_bbbp
@@ -151,33 +165,33 @@ def test_bbbp_skip_invalid_drops_exactly_the_unparsable_rows(bbbp_table):
   import csv  # pylint: disable=g-import-not-at-top
   with open(FOLDER / 'BBBP.csv', newline='') as f, rdBase.BlockLogs():
     rows = list(csv.DictReader(f))
-    bad = [(i + 2, r['smiles']) for i, r in enumerate(rows)
-           if Chem.MolFromSmiles(r['smiles']) is None]
+    bad = [i for i, r in enumerate(rows) if Chem.MolFromSmiles(r['smiles']) is None]
   assert len(rows) == 2050 and len(bad) == 11  # MoleculeNet keeps 2,039.
-  assert bbbp_table.skipped == tuple(bad)
-  assert len(bbbp_table.smiles) == 2039 and set(bbbp_table.labels[:, 0]) == {0, 1}
-  with pytest.raises(data.DataError, match=r'row 60 \(line 61\)'):
-    moleculenet.read(FOLDER / 'BBBP.csv', 'bbbp')
+  frame, smiles, _ = bbbp_table
+  assert sorted(set(range(2050)) - set(frame.index)) == bad
+  assert len(smiles) == 2039 and set(frame['p_np']) == {'0', '1'}
+  with pytest.raises(data.DataError, match=r"row 60, column 'smiles'"):
+    _molecules(FOLDER / 'BBBP.csv')
 
 
 @needs_bbbp
 def test_scaffold_split_shares_no_scaffold_and_is_deterministic(bbbp_table):
-  keys = moleculenet.scaffolds(bbbp_table.mols)
-  split = moleculenet.split_indices(bbbp_table.mols, 'scaffold')
-  assert [len(split[s]) for s in moleculenet.SPLITS] == [1631, 204, 204]
+  keys = moleculenet.scaffolds(bbbp_table[2])
+  split = jsplits.scaffold(keys, FRACTIONS)
+  assert [len(split[s]) for s in jsplits.SPLITS] == [1631, 204, 204]
   np.testing.assert_array_equal(
       np.sort(np.concatenate(list(split.values()))), np.arange(2039))
   keys = np.array(keys, dtype=object)
-  train, valid, test = (set(keys[split[s]]) for s in moleculenet.SPLITS)
+  train, valid, test = (set(keys[split[s]]) for s in jsplits.SPLITS)
   assert not (train & valid or train & test or valid & test)
-  again = moleculenet.split_indices(bbbp_table.mols, 'scaffold', seed=7)
-  for s in moleculenet.SPLITS:
+  again = jsplits.scaffold(list(keys), FRACTIONS)
+  for s in jsplits.SPLITS:
     np.testing.assert_array_equal(split[s], again[s])
 
 
 def test_scaffold_split_fills_largest_groups_first():
   keys = ['a'] * 5 + ['b'] * 3 + ['c'] + ['d']  # n = 10: 8 / 1 / 1.
-  split = moleculenet.scaffold_split(keys)
+  split = jsplits.scaffold(keys, FRACTIONS)
   assert split['train'].tolist() == list(range(8))
   assert split['validation'].tolist() == [9]  # Ties: later index first.
   assert split['test'].tolist() == [8]
@@ -186,14 +200,14 @@ def test_scaffold_split_fills_largest_groups_first():
 @pytest.mark.parametrize('n, sizes', [(1128, [902, 113, 113]),  # ESOL
                                       (7823, [6258, 782, 783])])  # Tox21
 def test_random_split_is_seeded_disjoint_and_covering(n, sizes):
-  first = moleculenet.random_split(n, seed=0)
-  again = moleculenet.random_split(n, seed=0)
-  other = moleculenet.random_split(n, seed=1)
-  for s in moleculenet.SPLITS:
+  first = jsplits.random(n, 0, FRACTIONS)
+  again = jsplits.random(n, 0, FRACTIONS)
+  other = jsplits.random(n, 1, FRACTIONS)
+  for s in jsplits.SPLITS:
     np.testing.assert_array_equal(first[s], again[s])
   assert not np.array_equal(first['train'], other['train'])
   assert not np.array_equal(first['test'], other['test'])
-  assert [len(first[s]) for s in moleculenet.SPLITS] == sizes
+  assert [len(first[s]) for s in jsplits.SPLITS] == sizes
   np.testing.assert_array_equal(
       np.sort(np.concatenate(list(first.values()))), np.arange(n))
 
@@ -209,6 +223,11 @@ def test_load_dataset_smiles_shapes_and_dtypes(name, task, labels, sizes):
                               molecule=MoleculeConfig(max_length=96))
   assert dataset.task == task and dataset.input_shape == (96,)
   assert tuple(dataset.sizes.values()) == sizes
+  # Read by the generic source: its preprocessing and split record come along.
+  assert dataset.name == name and dataset.preprocessing['source'] == 'smiles'
+  assert dataset.preprocessing['labels']['columns'] == list(
+      moleculenet.PRESETS[name].label_columns)
+  assert dataset.split_info['rule'] == moleculenet.PRESETS[name].split
   vocab = dataset.tokenizer
   assert dataset.model_kwargs == {'vocab_size': vocab.vocab_size}
   for split, (ids, y) in dataset.splits.items():
@@ -228,7 +247,7 @@ def test_fingerprints_hold_the_same_molecules_as_smiles(esol):
                           molecule=MoleculeConfig(features='fingerprint',
                                                   fingerprint_bits=256))
   assert fps.input_shape == (256,) and fps.tokenizer is None
-  for split in moleculenet.SPLITS:
+  for split in jsplits.SPLITS:
     np.testing.assert_array_equal(fps.splits[split][1], esol.splits[split][1])
     assert fps.splits[split][0].dtype == np.float32
 
@@ -280,8 +299,9 @@ def test_an_mlp_on_smiles_token_ids_is_refused_before_writing(esol, tmp_path):
 def test_without_a_data_dir_the_csv_is_downloaded_once_into_the_cache(tmp_path, monkeypatch):
   """The online path, run against a file:// URL of the real CSV (this machine has no network)."""
   source = FOLDER / 'delaney-processed.csv'
-  spec = moleculenet.SPECS['esol']
-  monkeypatch.setitem(moleculenet.SPECS, 'esol', dataclasses.replace(spec, url=source.as_uri()))
+  preset = moleculenet.PRESETS['esol']
+  monkeypatch.setitem(moleculenet.PRESETS, 'esol',
+                      dataclasses.replace(preset, url=source.as_uri()))
   monkeypatch.delenv('JMED_DATA_DIR', raising=False)
   monkeypatch.setenv('JMED_CACHE_DIR', str(tmp_path / 'cache'))
   online = data.load_dataset('esol', molecule=MoleculeConfig(max_length=64))
@@ -292,8 +312,8 @@ def test_without_a_data_dir_the_csv_is_downloaded_once_into_the_cache(tmp_path, 
   for split in ('train', 'validation', 'test'):
     for a, b in zip(online.splits[split], offline.splits[split]):
       np.testing.assert_array_equal(a, b)
-  monkeypatch.setitem(moleculenet.SPECS, 'esol',
-                      dataclasses.replace(spec, url=(tmp_path / 'absent.csv').as_uri()))
+  monkeypatch.setitem(moleculenet.PRESETS, 'esol',
+                      dataclasses.replace(preset, url=(tmp_path / 'absent.csv').as_uri()))
   assert data.load_dataset('esol').sizes == online.sizes  # cached: no second download
   monkeypatch.setenv('JMED_CACHE_DIR', str(tmp_path / 'empty'))
   with pytest.raises(data.MissingDataError, match='Could not download esol'):

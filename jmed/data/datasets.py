@@ -64,6 +64,15 @@ class Dataset:
       text and SMILES.
     tokenizer: what made token-id inputs, with a `save(path)` method: the
       `tokenizers.Tokenizer` of text, the `jmed.text.smiles.Vocabulary` of SMILES (else None).
+    preprocessing: for a user's own file (`jmed.data.user`), JSON-able state that turns a new
+      file of the same format into inputs exactly as training did (column statistics,
+      categories, class names, image size, ...); saved with the run as preprocessing.json.
+    split_info: how the rows were split (rule, seed, fractions, column, sizes), recorded in
+      summary.json.
+
+  Inputs may also be a lazy array (images read from files on demand): an object with `shape`,
+  `dtype`, `ndim`, `len()` and `[index_array or slice]` giving a NumPy array; only a sample of
+  it is validated here.
   """
 
   name: str
@@ -73,6 +82,8 @@ class Dataset:
   input_shape: Tuple[int, ...]
   model_kwargs: Dict[str, Any] = dataclasses.field(default_factory=dict)
   tokenizer: Any = None
+  preprocessing: Optional[Dict[str, Any]] = None
+  split_info: Optional[Dict[str, Any]] = None
 
   def __post_init__(self):
     validate(self)
@@ -91,9 +102,11 @@ def load_dataset(name: str, data_dir: Optional[str] = None, tfds_dir: Optional[s
     name: 'mnist', a MedMNIST 2D subset, 'tox21', 'esol', 'bbbp', ... (see `NAMES`).
     data_dir: root with one subfolder per source (see the module docstring); defaults to
       `$JMED_DATA_DIR`. If both are unset, the sources that can be downloaded are.
-    tfds_dir: TFDS data directory where MedMNIST and Medical Abstracts are prepared (and
-      online MNIST cached); None uses the TFDS default (`$TFDS_DATA_DIR` or
-      `~/tensorflow_datasets`).
+    tfds_dir: TFDS data directory. None: with a `data_dir`, local files are read directly and
+      nothing is written; online, the TFDS default (`$TFDS_DATA_DIR` or
+      `~/tensorflow_datasets`). Given: local MedMNIST and Medical Abstracts files are prepared
+      into `<tfds_dir>/jmed-sources/<key>`, the key a digest of the file's content and
+      location (`medmnist.source_dir`), so a changed file is rebuilt.
     split_kind: how to split the MoleculeNet sets ('tox21', 'esol', 'bbbp'): 'random' or
       'scaffold'; overrides `molecule.split`. Must be None for the others.
     text: a `jmed.configs.TextConfig` for text datasets (default: its defaults): the tokenizer
@@ -185,6 +198,9 @@ def _load_mnist(data_dir, tfds_dir) -> Dataset:
 
 
 def _load_medmnist(name, data_dir, tfds_dir) -> Dataset:
+  """Online (no `data_dir`): downloaded and prepared into `tfds_dir`. Offline: the npz read
+  directly when `tfds_dir` is None (nothing written), else built into a TFDS directory keyed
+  by the file's location and content (`medmnist.source_dir`), never a stale build."""
   from jmed.data import medmnist  # pylint: disable=g-import-not-at-top
   if data_dir is None:
     raw = medmnist.load(name, tfds_dir=tfds_dir)
@@ -201,6 +217,7 @@ def _load_medmnist(name, data_dir, tfds_dir) -> Dataset:
 
 
 def _load_molecules(name, data_dir, split_kind, molecule) -> Dataset:
+  """A MoleculeNet preset through the 'smiles' source (`moleculenet.load`)."""
   from jmed.configs import MoleculeConfig  # pylint: disable=g-import-not-at-top
   from jmed.data import moleculenet  # pylint: disable=g-import-not-at-top
   if data_dir is None:  # download from DeepChem into the cache once
@@ -211,17 +228,15 @@ def _load_molecules(name, data_dir, split_kind, molecule) -> Dataset:
   if molecule is None and name == 'tox21':  # Tox21's original form: fingerprints.
     molecule = MoleculeConfig(features='fingerprint', split='random', skip_invalid=False)
   molecule = molecule or MoleculeConfig()
-  loaded = moleculenet.load(
+  return moleculenet.load(
       name, folder, features=molecule.features, split=split_kind or molecule.split,
       seed=molecule.split_seed, max_length=molecule.max_length, bits=molecule.fingerprint_bits,
       skip_invalid=molecule.skip_invalid)
-  model_kwargs = {'vocab_size': loaded.vocab.vocab_size} if loaded.vocab is not None else {}
-  return Dataset(name=name, splits=loaded.splits, num_classes=loaded.num_classes,
-                 task=loaded.task, input_shape=loaded.splits['train'][0].shape[1:],
-                 model_kwargs=model_kwargs, tokenizer=loaded.vocab)
 
 
 def _load_text(data_dir, tfds_dir, text) -> Dataset:
+  """Medical Abstracts; its CSV is read as `_load_medmnist` reads an npz (see
+  `medical_abstracts.load`)."""
   from jmed.configs import TextConfig  # pylint: disable=g-import-not-at-top
   from jmed.data import medical_abstracts  # pylint: disable=g-import-not-at-top
   from jmed.text import tokenizer as jtokenizer  # pylint: disable=g-import-not-at-top
@@ -316,7 +331,17 @@ def validate(dataset: Dataset) -> None:
     task.check_labels(labels, dataset.num_classes, dataset.input_shape, where)
 
 
+LAZY_SAMPLE = 64  # examples of a lazy input array that validation reads
+
+
 def _validate_inputs(where, inputs, shape, vocab_size) -> None:
+  if not isinstance(inputs, np.ndarray):  # lazy: check its declared layout and a sample
+    if np.dtype(inputs.dtype) != np.float32 or tuple(inputs.shape[1:]) != shape:
+      raise DataError(f'{where}: inputs are {inputs.dtype} {inputs.shape}, expected float32 '
+                      f'[n, *{shape}].')
+    if len(inputs) == 0:
+      raise DataError(f'{where}: no examples.')
+    inputs = np.asarray(inputs[:LAZY_SAMPLE])
   if inputs.dtype not in (np.float32, np.int32) or inputs.shape[1:] != shape:
     raise DataError(f'{where}: inputs are {inputs.dtype} {inputs.shape}, expected float32 or '
                     f'int32 [n, *{shape}].')

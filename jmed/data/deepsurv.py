@@ -22,6 +22,14 @@ to all three splits.
 Labels are float32 `[n, 2]`: column 0 the time, column 1 the event (1.0/0.0),
 ready for `jmed.survival.cox_loss(risk, y[:, 0], y[:, 1])`.
 
+Any file in this layout (any number of covariates) is also the user source 'deepsurv'
+(`load_user`, `featurize`; `--data my.h5`): the same code with the file's path, the validation
+fraction and seed of `DataConfig`, and the standardisation saved as `preprocessing`
+({'source': 'deepsurv', 'mean': [...], 'std': [...]}). `featurize` reads every group of a new
+file in this layout ('train' then 'test', whichever it has; `x` alone is enough, labels come
+when every group also has `t` and `e`), standardised with the saved statistics; its rows are
+named 'train/12', 'test/3' (the 0-based index into the group's arrays, as h5py indexes them).
+
 One quirk of the real files: METABRIC's test group has one censored subject at
 time 0, so times must be >= 0 (not > 0).
 
@@ -29,11 +37,12 @@ h5py is imported lazily, so the rest of `jmed.data` works without it.
 """
 
 import os
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 
-from jmed.errors import DataError, MissingDataError
+from jmed import tasks
+from jmed.errors import ConfigError, DataError, MissingDataError
 
 NAMES = ('metabric', 'support')
 FILES = {'metabric': 'metabric_IHC4_clinical_train_test.h5',
@@ -43,9 +52,14 @@ SUBDIR = 'survival'
 URL = 'https://github.com/jaredleekatzman/DeepSurv/tree/master/experiments/data'
 GROUPS = ('train', 'test')
 SPLITS = ('train', 'validation', 'test')
+SPLIT_RULE = 'file groups + stratified validation'
+# DataConfig fields that name table columns or split rules: no meaning for an HDF5 file.
+_TABLE_FIELDS = ('label_column', 'time_column', 'event_column', 'feature_columns',
+                 'ignore_columns', 'split_column', 'group_column')
 
 Split = Tuple[np.ndarray, np.ndarray]
 Group = Tuple[np.ndarray, np.ndarray, np.ndarray]  # x, t, e.
+Stats = Tuple[np.ndarray, np.ndarray]  # mean, std: float64 [d].
 
 
 def load(name: str, data_dir: str, *, validation_fraction: float = 0.2,
@@ -73,17 +87,32 @@ def load(name: str, data_dir: str, *, validation_fraction: float = 0.2,
   if not 0.0 < validation_fraction < 1.0:
     raise DataError('validation_fraction must be in (0, 1), got '
                     f'{validation_fraction}.')
-  path = path_of(name, data_dir)
-  groups = read(path, num_features=NUM_FEATURES[name])
+  splits, _ = load_file(path_of(name, data_dir), validation_fraction, seed,
+                        num_features=NUM_FEATURES[name])
+  return splits
+
+
+def load_file(path: str, validation_fraction: float, seed: int,
+              num_features: Optional[int] = None) -> Tuple[Dict[str, Split], Stats]:
+  """Any file in DeepSurv's layout as 'train', 'validation' and 'test' (see `load`).
+
+  Returns:
+    (split name -> `(x, y)` as `load` returns them, the (mean, std) float64 `[d]` of the
+    reduced 'train' split that standardised them).
+
+  Raises:
+    MissingDataError: no such file. DataError: bad content (naming the file and group), or a
+      validation split that cannot be stratified by event.
+  """
+  groups = read(path, num_features=num_features)
   x, t, e = groups['train']
   train, valid = _split(e, validation_fraction, seed, path)
   raw = {'train': (x[train], t[train], e[train]),
          'validation': (x[valid], t[valid], e[valid]),
          'test': groups['test']}
   mean, std = standardisation(raw['train'][0])
-  return {split: (((x - mean) / std).astype(np.float32),
-                  np.stack([t, e], axis=1).astype(np.float32))
-          for split, (x, t, e) in raw.items()}
+  return {split: (_standardised(x, mean, std), _labels(t, e))
+          for split, (x, t, e) in raw.items()}, (mean, std)
 
 
 def path_of(name: str, data_dir: str) -> str:
@@ -112,6 +141,102 @@ def read(path: str, num_features=None) -> Dict[str, Group]:
       shapes, non-finite `x` or `t`, `t < 0`, or `e` not in {0, 1}; naming the
       file and group.
   """
+  return _read(path, num_features, every_group=True)
+
+
+def standardisation(x: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+  """Column mean and std, float64 `[d]`, of `x` `[n, d]`; std 0 becomes 1."""
+  x = np.asarray(x, np.float64)
+  mean, std = x.mean(axis=0), x.std(axis=0)
+  return mean, np.where(std > 0, std, 1.0)
+
+
+# ---------------------------------------------------------------- the user source 'deepsurv'
+
+
+def load_user(data, *, text=None, molecule=None):
+  """The `Dataset` of the user's DeepSurv-layout file `data.path` (a `DataConfig`): the train
+  group less a `data.validation_fraction` validation split (stratified by event, seeded by
+  `data.split_seed`), the test group as 'test', standardised with the reduced train split's
+  statistics. `text` and `molecule` are not used.
+
+  Raises:
+    ConfigError: a table flag (--label-column, ...), a task other than survival, a split rule
+      other than auto / stratified, or a validation fraction outside (0, 1).
+    MissingDataError / DataError: as `load_file`.
+  """
+  from jmed.data.datasets import Dataset  # pylint: disable=g-import-not-at-top
+  del text, molecule
+  _check_config(data)
+  path = os.fspath(data.path)
+  splits, (mean, std) = load_file(path, data.validation_fraction, data.split_seed)
+  sizes = {split: int(len(y)) for split, (_, y) in splits.items()}
+  split_info = {'rule': SPLIT_RULE, 'seed': data.split_seed, 'fractions': None,
+                'validation_fraction': data.validation_fraction, 'stratify': 'e',
+                'column': None, 'group_column': None, 'sizes': sizes}
+  preprocessing = {'source': 'deepsurv', 'mean': mean.tolist(), 'std': std.tolist()}
+  return Dataset(name=os.path.splitext(os.path.basename(path))[0], splits=splits,
+                 num_classes=1, task='survival', input_shape=splits['train'][0].shape[1:],
+                 preprocessing=preprocessing, split_info=split_info)
+
+
+def featurize(path: str, data, preprocessing: dict, run_dir: Optional[str] = None, *,
+              text=None, molecule=None):
+  """The rows of every group of a new file in DeepSurv's layout ('train' then 'test',
+  whichever it has), standardised with the saved `preprocessing`; labels (time, event) when
+  every group has `t` and `e`, else None; ids 'train/12', 'test/3' (0-based index in the group).
+
+  Raises:
+    MissingDataError: no such file. DataError: neither group, bad content, or another number
+      of covariates than training had (naming the file and group).
+  """
+  from jmed.data.user import Rows  # pylint: disable=g-import-not-at-top
+  del data, run_dir, text, molecule
+  mean = np.asarray(preprocessing['mean'], np.float64)
+  std = np.asarray(preprocessing['std'], np.float64)
+  groups = _read(path, len(mean), every_group=False)
+  labelled = all(t is not None for _, t, _ in groups.values())
+  inputs = np.concatenate([_standardised(x, mean, std) for x, _, _ in groups.values()])
+  labels = (np.concatenate([_labels(t, e) for _, t, e in groups.values()])
+            if labelled else None)
+  ids = [f'{group}/{i}' for group, (x, _, _) in groups.items() for i in range(len(x))]
+  return Rows(inputs=inputs, labels=labels, ids=ids)
+
+
+def _check_config(data) -> None:
+  given = [field for field in _TABLE_FIELDS if getattr(data, field)]
+  if given:
+    raise ConfigError(f'{", ".join(given)} name table columns; a DeepSurv HDF5 file has the '
+                      'groups train and test with x (covariates), t (time) and e (event).')
+  kind = tasks.TASKS.get(data.task)  # None for 'auto'
+  if kind is not None and not kind.column_roles:
+    raise ConfigError(f'task {data.task!r} does not fit a DeepSurv file, which holds survival '
+                      'data (task survival).')
+  if data.split not in ('auto', 'stratified'):
+    raise ConfigError(f'split {data.split!r} does not apply to a DeepSurv file: test is its '
+                      'test group, validation a stratified share of its train group.')
+  if not 0.0 < data.validation_fraction < 1.0:
+    raise ConfigError(f'validation_fraction must be in (0, 1), got {data.validation_fraction}.')
+
+
+def _standardised(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+  return ((x - mean) / std).astype(np.float32)
+
+
+def _labels(t: np.ndarray, e: np.ndarray) -> np.ndarray:
+  return np.stack([t, e], axis=1).astype(np.float32)
+
+
+# ---------------------------------------------------------------- reading
+
+
+def _read(path: str, num_features: Optional[int], *, every_group: bool
+          ) -> Dict[str, Group]:
+  """Group name -> (x, t, e) of the file's groups in `GROUPS` order.
+
+  With `every_group`, both groups and x, t and e in each are required; else at least one
+  group, and t and e may be absent together (then None).
+  """
   h5py = _h5py()
   path = os.fspath(path)
   if not os.path.isfile(path):
@@ -119,15 +244,13 @@ def read(path: str, num_features=None) -> Dict[str, Group]:
   groups = {}
   try:
     with h5py.File(path, 'r') as f:
-      for group in GROUPS:
-        if group not in f or not isinstance(f[group], h5py.Group):
-          raise DataError(f'{path}: missing HDF5 group {group!r} (has '
-                          f'{sorted(f.keys())}).')
-        missing = [k for k in ('x', 't', 'e') if k not in f[group]]
-        if missing:
-          raise DataError(f'{path}, group {group!r}: missing dataset(s) '
-                          f'{", ".join(missing)}.')
-        groups[group] = tuple(np.asarray(f[group][k][()]) for k in 'xte')
+      present = [g for g in GROUPS if g in f and isinstance(f[g], h5py.Group)]
+      absent = [g for g in GROUPS if g not in present]
+      if not present or (every_group and absent):
+        raise DataError(f'{path}: missing HDF5 group {absent[0]!r} (has '
+                        f'{sorted(f.keys())}).')
+      for group in present:
+        groups[group] = _read_group(f, path, group, every_group)
   except (OSError, KeyError, ValueError, TypeError) as error:
     if isinstance(error, DataError):
       raise
@@ -142,42 +265,60 @@ def read(path: str, num_features=None) -> Dict[str, Group]:
   return groups
 
 
-def standardisation(x: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-  """Column mean and std, float64 `[d]`, of `x` `[n, d]`; std 0 becomes 1."""
-  x = np.asarray(x, np.float64)
-  mean, std = x.mean(axis=0), x.std(axis=0)
-  return mean, np.where(std > 0, std, 1.0)
+def _read_group(f, path: str, group: str, labels_needed: bool):
+  """(x, t, e) arrays of one group; t and e None when absent and not needed."""
+  keys = [k for k in ('x', 't', 'e') if k in f[group]]
+  required = ('x', 't', 'e') if labels_needed or 't' in keys or 'e' in keys else ('x',)
+  missing = [k for k in required if k not in keys]
+  if missing:
+    raise DataError(f'{path}, group {group!r}: missing dataset(s) '
+                    f'{", ".join(missing)}.')
+  return tuple(np.asarray(f[group][k][()]) if k in keys else None for k in 'xte')
 
 
 def _check_group(path, group, x, t, e, num_features) -> Group:
   where = f'{path}, group {group!r}'
-  if x.ndim != 2 or t.ndim != 1 or e.ndim != 1:
-    raise DataError(f'{where}: expected x [n, d], t [n], e [n]; got shapes '
-                    f'{x.shape}, {t.shape}, {e.shape}.')
-  if not x.shape[0] == t.shape[0] == e.shape[0]:
-    raise DataError(f'{where}: lengths differ: x {x.shape[0]}, t {t.shape[0]}, '
-                    f'e {e.shape[0]}.')
+  if x.ndim != 2:
+    raise DataError(f'{where}: expected x [n, d]; got shape {x.shape}.')
   if x.shape[0] == 0:
     raise DataError(f'{where}: no rows.')
   if num_features is not None and x.shape[1] != num_features:
     raise DataError(f'{where}: {x.shape[1]} covariates, expected '
                     f'{num_features}.')
-  for key, array in (('x', x), ('t', t), ('e', e)):
-    if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
-      raise DataError(f'{where}: {key} has non-numeric dtype {array.dtype}.')
+  if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
+    raise DataError(f'{where}: x has non-numeric dtype {x.dtype}.')
   if not np.isfinite(x).all():
     raise DataError(f'{where}: x has {int((~np.isfinite(x)).sum())} '
-                    'non-finite values.')
+                    'non-finite values (first at index '
+                    f'{int(np.argmax(~np.isfinite(x).all(axis=1)))}).')
+  if t is None:
+    return x.astype(np.float32), None, None
+  t, e = _check_labels(where, x, t, e)
+  return x.astype(np.float32), t, e
+
+
+def _check_labels(where, x, t, e) -> Tuple[np.ndarray, np.ndarray]:
+  if t.ndim != 1 or e.ndim != 1:
+    raise DataError(f'{where}: expected x [n, d], t [n], e [n]; got shapes '
+                    f'{x.shape}, {t.shape}, {e.shape}.')
+  if not x.shape[0] == t.shape[0] == e.shape[0]:
+    raise DataError(f'{where}: lengths differ: x {x.shape[0]}, t {t.shape[0]}, '
+                    f'e {e.shape[0]}.')
+  for key, array in (('t', t), ('e', e)):
+    if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
+      raise DataError(f'{where}: {key} has non-numeric dtype {array.dtype}.')
   if not np.isfinite(t).all():
     raise DataError(f'{where}: t has {int((~np.isfinite(t)).sum())} '
-                    'non-finite values.')
+                    'non-finite values (first at index '
+                    f'{int(np.argmax(~np.isfinite(t)))}).')
   if (t < 0).any():
     raise DataError(f'{where}: {int((t < 0).sum())} negative times (first at '
-                    f'row {int(np.argmax(t < 0))}: {t[t < 0][0]}).')
+                    f'index {int(np.argmax(t < 0))}: {t[t < 0][0]}).')
   if not np.isin(e, (0, 1)).all():
     bad = np.unique(e[~np.isin(e, (0, 1))])[:5]
-    raise DataError(f'{where}: e must be 0 or 1; found {bad.tolist()}.')
-  return x.astype(np.float32), t.astype(np.float32), e.astype(np.int32)
+    raise DataError(f'{where}: e must be 0 or 1; found {bad.tolist()} (first at index '
+                    f'{int(np.argmax(~np.isin(e, (0, 1))))}).')
+  return t.astype(np.float32), e.astype(np.int32)
 
 
 def _split(event, fraction, seed, path) -> Tuple[np.ndarray, np.ndarray]:

@@ -1,242 +1,362 @@
-"""MoleculeNet's ESOL, BBBP and Tox21 as SMILES token ids or Morgan fingerprints.
+"""The 'smiles' source: a table of molecules (a SMILES column and label columns) as SMILES token
+ids or Morgan fingerprints; MoleculeNet's ESOL, BBBP and Tox21 are presets of it.
 
-One reader serves the three CSVs (each has a `smiles` column; `SPECS` names
-the file, the target columns and the task):
+A user's file (CSV, TSV, Parquet or JSON Lines, see `jmed.data.files`) names its SMILES column
+with `DataConfig.smiles_column` and its targets with `DataConfig.label_column` (comma-separated
+for several); the task is inferred from the labels (`jmed.data.labels`: regression, binary,
+multiclass, or multilabel with empty cells as missing, -1) unless `DataConfig.task` names it.
+Rows are split by the file's split column, else by `DataConfig.split` (`jmed.data.splits`):
+'random', 'stratified', 'scaffold' (Bemis-Murcko scaffolds kept apart) or 'auto'.
 
-  * 'esol' (`delaney-processed.csv`, 1,128 molecules): water solubility,
-    log(mol/L), column 'measured log solubility in mols per litre'; task
-    'regression', float32 labels `[n, 1]`.
-  * 'bbbp' (`BBBP.csv`, 2,050 rows of which 11 SMILES RDKit cannot parse):
-    blood-brain barrier penetration, column 'p_np'; task 'binary', int32
-    labels `[n]` in {0, 1}.
-  * 'tox21' (`tox21.csv` or `tox21.csv.gz`, 7,823 molecules): 12 toxicity
-    assays (`TOX21_TASKS`), an empty cell when not measured; task
-    'multilabel', int32 labels `[n, 12]` in {-1, 0, 1}, -1 = missing.
+  python scripts/train.py --data mols.csv --smiles-column mol --label-column logS ...
 
-Every SMILES is parsed by RDKit. One it cannot parse raises a `DataError`
-naming the file, the data row (1 = first row after the header), its line and
-the SMILES, unless `skip_invalid`, which drops the row and logs it.
+Every SMILES is parsed by RDKit. One it cannot parse raises a `DataError` naming the file, the
+data row (1 = first row after the header), the column and the SMILES, unless
+`MoleculeConfig.skip_invalid`, which drops the row and logs it.
 
-Splits are 80/10/10 'train' / 'validation' / 'test', as DeepChem's
-`RandomSplitter` (a seeded permutation) or `ScaffoldSplitter` (Bemis-Murcko
-scaffold groups, largest first, deterministic); 'auto' picks the split
-MoleculeNet recommends (random for ESOL and Tox21, scaffold for BBBP).
+Features (`MoleculeConfig.features`) are atom-level SMILES token ids (`jmed.text.smiles`, the
+vocabulary learned on the training split only) as int32 `[n, max_length]`, or RDKit Morgan
+fingerprints (radius 2) as float32 `[n, bits]` in {0, 1}. The split depends on the molecules
+only, so both kinds of features of one file, split and seed hold the same molecules in the
+same order.
 
-Features are atom-level SMILES token ids (`jmed.text.smiles`, vocabulary
-learned on the training split only) as int32 `[n, max_length]`, or RDKit
-Morgan fingerprints (radius 2) as float32 `[n, bits]` in {0, 1}. The split
-depends on the molecules only, so both kinds of features of one dataset,
-split and seed hold the same molecules in the same order.
+`PRESETS` are MoleculeNet's files as such tables:
 
-RDKit is imported lazily, so the rest of `jmed.data` works without it.
+  * 'esol' (`delaney-processed.csv`, 1,128 molecules): water solubility, log(mol/L), column
+    'measured log solubility in mols per litre'; 'regression', float32 labels `[n, 1]`.
+  * 'bbbp' (`BBBP.csv`, 2,050 rows of which 11 SMILES RDKit cannot parse): blood-brain barrier
+    penetration, column 'p_np'; 'binary', int32 class ids `[n]` (class '1' is id 1).
+  * 'tox21' (`tox21.csv` or `tox21.csv.gz`, 7,823 molecules): 12 toxicity assays
+    (`TOX21_TASKS`), an empty cell when not measured; 'multilabel', int32 `[n, 12]` in
+    {-1, 0, 1}.
 
-References: Wu et al., "MoleculeNet: a benchmark for molecular machine
-learning", Chem. Sci. 9, 513 (2018); Bemis & Murcko, J. Med. Chem. 39, 2887
-(1996).
+`load(name, folder, ...)` reads a preset 80/10/10 by MoleculeNet's recommended split (random
+for ESOL and Tox21, scaffold for BBBP; DeepChem's `RandomSplitter` and `ScaffoldSplitter`) or
+the one asked for.
+
+RDKit and pandas are imported on first use, so the rest of `jmed.data` works without them.
+
+References: Wu et al., "MoleculeNet: a benchmark for molecular machine learning", Chem. Sci. 9,
+513 (2018); Bemis & Murcko, J. Med. Chem. 39, 2887 (1996).
 """
 
-import csv
 import dataclasses
-import gzip
 import logging
 import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from jmed import tasks
-from jmed.errors import DataError, MissingDataError
+from jmed.configs import DataConfig, MoleculeConfig
+from jmed.data import files
+from jmed.data import labels as jlabels
+from jmed.data import splits as jsplits
+from jmed.data.datasets import Dataset
+from jmed.errors import ConfigError, DataError, MissingDataError
 
-TOX21_TASKS = ('NR-AR', 'NR-AR-LBD', 'NR-AhR', 'NR-Aromatase', 'NR-ER',
-               'NR-ER-LBD', 'NR-PPAR-gamma', 'SR-ARE', 'SR-ATAD5', 'SR-HSE',
-               'SR-MMP', 'SR-p53')
+TOX21_TASKS = ('NR-AR', 'NR-AR-LBD', 'NR-AhR', 'NR-Aromatase', 'NR-ER', 'NR-ER-LBD',
+               'NR-PPAR-gamma', 'SR-ARE', 'SR-ATAD5', 'SR-HSE', 'SR-MMP', 'SR-p53')
 _URL = 'https://deepchemdata.s3-us-west-1.amazonaws.com/datasets/'
-SPLITS = ('train', 'validation', 'test')
-SPLIT_KINDS = ('random', 'scaffold')
+SPLIT_KINDS = ('random', 'scaffold')  # the splits of a preset (besides 'auto')
 FEATURES = ('smiles', 'fingerprint')
-FRACTIONS = (0.8, 0.1, 0.1)  # train, validation, test.
+HOLD_OUT = 0.1  # a preset's validation and test fractions: 80/10/10
 MISSING = -1
 RADIUS = 2
+SOURCE = 'smiles'
+TOKENIZER_FILE = 'tokenizer.json'  # the run's saved vocabulary (written by the training loop)
 
-Split = Tuple[np.ndarray, np.ndarray]
 _LOG = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
-class Spec:
-  """How to read one MoleculeNet CSV.
+class Preset:
+  """One MoleculeNet file as a 'smiles' table (`data_config` gives its `DataConfig`).
 
   Attributes:
     name: the dataset's name in jmed, e.g. 'esol'.
     filenames: file names tried in this order in the MoleculeNet folder.
-    targets: label columns, in label order.
-    task: 'regression', 'binary' or 'multilabel' (missing labels allowed): a name in
-      `jmed.tasks.TASKS`, which parses each label cell.
-    num_classes: model outputs: 2 for a binary softmax, else one per target column.
+    label_column: the label columns, comma-separated, in label order.
+    task: the task kind (a key of `jmed.tasks.TASKS`).
     split: the split MoleculeNet recommends: 'random' or 'scaffold'.
-    url: where DeepChem downloads the file.
+    url: where DeepChem serves the file.
+    smiles_column: the SMILES column.
   """
 
   name: str
   filenames: Tuple[str, ...]
-  targets: Tuple[str, ...]
+  label_column: str
   task: str
-  num_classes: int
   split: str
   url: str
+  smiles_column: str = 'smiles'
+
+  @property
+  def label_columns(self) -> Tuple[str, ...]:
+    return tuple(files.columns_of(self.label_column))
+
+  def data_config(self, path: str, split: str = 'auto', seed: int = 0) -> DataConfig:
+    """The `DataConfig` that reads this preset's file at `path`, 80/10/10 by `split`
+    ('auto': MoleculeNet's recommendation) with `seed`."""
+    return DataConfig(path=os.fspath(path), source=SOURCE, task=self.task,
+                      label_column=self.label_column, smiles_column=self.smiles_column,
+                      split=resolve_split(self.name, split), split_seed=seed,
+                      validation_fraction=HOLD_OUT, test_fraction=HOLD_OUT)
 
 
-SPECS = {
-    'esol': Spec('esol', ('delaney-processed.csv',),
-                 ('measured log solubility in mols per litre',), 'regression', 1,
-                 'random', _URL + 'delaney-processed.csv'),
-    'bbbp': Spec('bbbp', ('BBBP.csv',), ('p_np',), 'binary', 2, 'scaffold',
-                 _URL + 'BBBP.csv'),
-    'tox21': Spec('tox21', ('tox21.csv', 'tox21.csv.gz'), TOX21_TASKS,
-                  'multilabel', len(TOX21_TASKS), 'random', _URL + 'tox21.csv.gz'),
+PRESETS = {
+    'esol': Preset('esol', ('delaney-processed.csv',),
+                   'measured log solubility in mols per litre', 'regression', 'random',
+                   _URL + 'delaney-processed.csv'),
+    'bbbp': Preset('bbbp', ('BBBP.csv',), 'p_np', 'binary', 'scaffold', _URL + 'BBBP.csv'),
+    'tox21': Preset('tox21', ('tox21.csv', 'tox21.csv.gz'), ','.join(TOX21_TASKS),
+                    'multilabel', 'random', _URL + 'tox21.csv.gz'),
 }
-NAMES = tuple(SPECS)
+NAMES = tuple(PRESETS)
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
-class Table:
-  """The parsed rows of a MoleculeNet CSV that RDKit could read.
+# ---------------------------------------------------------------- the source
 
-  Attributes:
-    path: the CSV read.
-    smiles: `[n]` SMILES strings (surrounding whitespace stripped), in file
-      order.
-    mols: `[n]` RDKit molecules parsed from `smiles`.
-    labels: float32 `[n, targets]` for regression, else int32
-      `[n, targets]` in {0, 1}, or {-1, 0, 1} (-1 = missing) for multilabel.
-    lines: int `[n]` line numbers in the CSV (the header is line 1).
-    skipped: `(line, smiles)` of the rows dropped because RDKit could not parse
-      them (only with `skip_invalid=True`).
+
+def load_user(data: DataConfig, *, text=None, molecule: Optional[MoleculeConfig] = None
+              ) -> Dataset:
+  """A SMILES table as a split, featurised `Dataset` named after the file's stem.
+
+  Args:
+    data: the file (`path`), its SMILES and label columns, task and split.
+    text: unused (the source's common signature).
+    molecule: features, `max_length`, `fingerprint_bits` and `skip_invalid` (default: its
+      defaults).
+
+  Returns:
+    The `Dataset`: inputs int32 `[n, max_length]` token ids (`tokenizer` the
+    `jmed.text.smiles.Vocabulary` learned on 'train', `model_kwargs` its `vocab_size`) or
+    float32 `[n, bits]` fingerprints; labels in the task's layout; `preprocessing` (source,
+    labels, features, max_length, bits, smiles_column) and `split_info`.
+
+  Raises:
+    MissingDataError: no such file. ConfigError: bad features or split rule.
+    DataError: a missing column, a bad label, an empty split, or an unparsable SMILES (unless
+      skipped), naming the file, row and column.
   """
+  del text
+  molecule = molecule or MoleculeConfig()
+  _check_features(molecule.features)
+  path = os.fspath(data.path)
+  frame = files.read_table(path)
+  files.require_columns(frame, [data.smiles_column], path, '--smiles-column')
+  files.require_columns(frame, jlabels.label_columns(data), path,
+                        '--time-column/--event-column' if data.time_column else '--label-column')
+  frame, smiles, mols = read_molecules(frame, path, data.smiles_column, molecule.skip_invalid)
+  task = jlabels.infer_task(frame, path, data)
+  positions, info = jsplits.assign(
+      frame, path, data, stratify=jlabels.strata(frame, path, data, task),
+      scaffolds=scaffolds(mols) if data.split == 'scaffold' else None)
+  fitted = jlabels.fit_labels(frame.iloc[positions['train']], path, data, task)
+  targets = fitted.encode(frame, path)
+  split_smiles = {s: [smiles[i] for i in index] for s, index in positions.items()}
+  vocab = None
+  if molecule.features == 'smiles':
+    vocab = _vocabulary(frame, path, data.smiles_column, positions['train'], smiles)
+    inputs = {s: _token_ids(vocab, split_smiles[s], molecule.max_length) for s in positions}
+    _log_truncated(path, split_smiles, molecule.max_length)
+  else:
+    every = fingerprints(mols, molecule.fingerprint_bits)
+    inputs = {s: every[index] for s, index in positions.items()}
+  preprocessing = {'source': SOURCE, 'labels': fitted.to_dict(),
+                   'features': molecule.features, 'max_length': molecule.max_length,
+                   'bits': molecule.fingerprint_bits, 'smiles_column': data.smiles_column}
+  return Dataset(
+      name=files.stem(path),
+      splits={s: (inputs[s], targets[index]) for s, index in positions.items()},
+      num_classes=fitted.num_classes, task=task,
+      input_shape=inputs['train'].shape[1:],
+      model_kwargs={'vocab_size': vocab.vocab_size} if vocab is not None else {},
+      tokenizer=vocab, preprocessing=preprocessing, split_info=info)
 
-  path: str
-  smiles: Tuple[str, ...]
-  mols: Tuple[object, ...]
-  labels: np.ndarray
-  lines: np.ndarray
-  skipped: Tuple[Tuple[int, str], ...] = ()
 
+def featurize(path: str, data: DataConfig, preprocessing: dict, run_dir: str, *, text=None,
+              molecule: Optional[MoleculeConfig] = None):
+  """A new SMILES table made into inputs as training did (`preprocessing`, and the vocabulary
+  `run_dir/tokenizer.json` for token ids).
 
-@dataclasses.dataclass(frozen=True, eq=False)
-class Molecules:
-  """A split, featurised MoleculeNet dataset (what `load` returns).
-
-  Attributes:
-    name: 'esol', 'bbbp' or 'tox21'.
-    task: 'regression', 'binary' or 'multilabel'.
-    num_classes: model outputs (see `Spec.num_classes`).
-    split: the split used: 'random' or 'scaffold'.
-    splits: split name -> `(features, labels)`: features int32
-      `[n, max_length]` token ids or float32 `[n, bits]` fingerprints;
-      labels float32 `[n, 1]` (regression), int32 `[n]` (binary) or int32
-      `[n, 12]` with -1 for missing (multilabel).
-    smiles: split name -> `[n]` SMILES, in the order of `splits`.
-    vocab: the `jmed.text.smiles.Vocabulary` learned on 'train' (None for
-      fingerprints).
-    skipped: `(line, smiles)` of the dropped unparsable rows.
+  Returns:
+    `jmed.data.user.Rows`: inputs of the rows RDKit can parse (the others are dropped and
+    logged with `molecule.skip_invalid`, else a `DataError`), their labels when the file has
+    every label column (else None), and ids 'row N' (the file's data rows).
   """
+  from jmed.data import user  # pylint: disable=g-import-not-at-top
+  del data, text
+  molecule = molecule or MoleculeConfig()
+  path = os.fspath(path)
+  column = preprocessing['smiles_column']
+  fitted = jlabels.Labels.from_dict(preprocessing['labels'])
+  _check_features(preprocessing['features'])
+  frame = files.read_table(path)
+  files.require_columns(frame, [column], path, '--smiles-column')
+  frame, smiles, mols = read_molecules(frame, path, column, molecule.skip_invalid)
+  if preprocessing['features'] == 'smiles':
+    from jmed.text import smiles as jsmiles  # pylint: disable=g-import-not-at-top
+    vocab = jsmiles.load(os.path.join(run_dir, TOKENIZER_FILE))
+    _check_tokens(frame, path, column, smiles)
+    inputs = _token_ids(vocab, smiles, preprocessing['max_length'])
+  else:
+    inputs = fingerprints(mols, preprocessing['bits'])
+  targets = fitted.encode(frame, path) if fitted.present(frame) else None
+  return user.Rows(inputs=inputs, labels=targets, ids=[f'row {i + 1}' for i in frame.index])
 
-  name: str
-  task: str
-  num_classes: int
-  split: str
-  splits: Dict[str, Split]
-  smiles: Dict[str, Tuple[str, ...]]
-  vocab: Optional[object] = None
-  skipped: Tuple[Tuple[int, str], ...] = ()
+
+def read_molecules(frame, path: str, column: str, skip_invalid: bool):
+  """The rows of `frame` whose SMILES (cell of `column`, surrounding space stripped) RDKit
+  parses.
+
+  Returns:
+    (those rows of `frame`, index kept, their SMILES `[n]`, their RDKit molecules `[n]`).
+
+  Raises:
+    DataError: a SMILES RDKit cannot parse, or an empty one (naming the file, row, column and
+      SMILES), unless `skip_invalid`, which drops and logs such rows; no valid row at all.
+  """
+  chem, rdbase = _rdkit()
+  keep, smiles, mols, dropped = [], [], [], []
+  with rdbase.BlockLogs():
+    for position, cell in enumerate(frame[column].tolist()):
+      text = _cell_text(cell)
+      mol = chem.MolFromSmiles(text) if text else None
+      if mol is not None:
+        keep.append(position)
+        smiles.append(text)
+        mols.append(mol)
+        continue
+      where = files.where(path, frame.index[position], column)
+      problem = f'RDKit cannot parse SMILES {text!r}' if text else 'the SMILES is missing'
+      if not skip_invalid:
+        raise DataError(f'{where}: {problem} (molecule.skip_invalid, --molecule-skip-invalid, '
+                        'drops such rows).')
+      _LOG.warning('%s: dropped, %s.', where, problem)
+      dropped.append(int(frame.index[position]) + 1)
+  if dropped:
+    _LOG.warning('%s: dropped %d rows whose SMILES RDKit cannot parse (rows %s).', path,
+                 len(dropped), ', '.join(map(str, dropped)))
+  if not mols:
+    raise DataError(f'{path}: no valid molecules in column {column!r}.')
+  return frame.iloc[keep], smiles, mols
+
+
+def _cell_text(cell) -> str:
+  if cell is None or (isinstance(cell, float) and np.isnan(cell)):
+    return ''
+  return str(cell).strip()
+
+
+def _check_features(features: str) -> None:
+  if features not in FEATURES:
+    raise ConfigError(f'Unknown molecule features {features!r} (molecule.features); valid: '
+                      f'{", ".join(FEATURES)}.')
+
+
+def _vocabulary(frame, path: str, column: str, train: np.ndarray, smiles: Sequence[str]):
+  """The SMILES vocabulary of the training rows (in split order), after checking that every
+  SMILES can be tokenized."""
+  from jmed.text import smiles as jsmiles  # pylint: disable=g-import-not-at-top
+  _check_tokens(frame, path, column, smiles)
+  return jsmiles.build_vocab([smiles[i] for i in train])
+
+
+def _check_tokens(frame, path: str, column: str, smiles: Sequence[str]) -> None:
+  """Raises `DataError` naming the row of the first SMILES the tokenizer cannot split."""
+  from jmed.text import smiles as jsmiles  # pylint: disable=g-import-not-at-top
+  for position, text in enumerate(smiles):
+    try:
+      jsmiles.tokenize(text)
+    except DataError as error:
+      raise DataError(f'{files.where(path, frame.index[position], column)}: {error} Use '
+                      '--molecule-features fingerprint for such molecules.') from None
+
+
+def _token_ids(vocab, smiles: Sequence[str], max_length: int) -> np.ndarray:
+  from jmed.text import smiles as jsmiles  # pylint: disable=g-import-not-at-top
+  return jsmiles.encode(vocab, smiles, max_length)
+
+
+def _log_truncated(path: str, smiles: Dict[str, Sequence[str]], max_length: int) -> None:
+  from jmed.text import smiles as jsmiles  # pylint: disable=g-import-not-at-top
+  for split, values in smiles.items():
+    cut = sum(len(jsmiles.tokenize(s)) + 2 > max_length for s in values)
+    if cut:
+      _LOG.info('%s/%s: %d of %d molecules are longer than max_length %d tokens and were '
+                'truncated.', files.stem(path), split, cut, len(values), max_length)
+
+
+# ---------------------------------------------------------------- MoleculeNet presets
 
 
 def load(name: str, data_dir_moleculenet: str, *, features: str = 'smiles',
          split: str = 'auto', seed: int = 0, max_length: int = 128,
-         bits: int = 1024, skip_invalid: bool = False) -> Molecules:
-  """Reads, splits 80/10/10 and featurises MoleculeNet dataset `name`.
+         bits: int = 1024, skip_invalid: bool = False) -> Dataset:
+  """MoleculeNet preset `name` read by the 'smiles' source, split 80/10/10.
 
   Args:
     name: 'esol', 'bbbp' or 'tox21'.
-    data_dir_moleculenet: folder holding the dataset's CSV (see `SPECS`).
+    data_dir_moleculenet: folder holding the preset's file (see `PRESETS`).
     features: 'smiles' (token ids) or 'fingerprint' (Morgan, radius 2).
     split: 'random', 'scaffold' or 'auto' (MoleculeNet's recommendation).
     seed: seed of the 'random' split; ignored by 'scaffold'.
     max_length: token ids per molecule, [BOS] and [EOS] included ('smiles').
     bits: fingerprint length ('fingerprint').
-    skip_invalid: drop (and log) rows whose SMILES RDKit cannot parse instead
-      of raising.
+    skip_invalid: drop (and log) rows whose SMILES RDKit cannot parse instead of raising.
 
   Returns:
-    The `Molecules`, split into 'train', 'validation' and 'test'.
+    `load_user`'s `Dataset` of the file, named `name`.
 
   Raises:
-    MissingDataError: no CSV in `data_dir_moleculenet` (names the path).
-    DataError: bad arguments, a malformed CSV or label, or an unparsable
-      SMILES (names the file, data row, line and SMILES).
+    MissingDataError: no file in `data_dir_moleculenet` (names the path).
+    DataError: an unknown name or split, a malformed file or label, or an unparsable SMILES
+      (names the file, data row, column and SMILES).
   """
-  spec = get_spec(name)
-  if features not in FEATURES:
-    raise DataError(f'Unknown molecule features {features!r}; valid: '
-                    f'{FEATURES}.')
-  kind = resolve_split(name, split)
-  table = read(find_csv(name, data_dir_moleculenet), name,
-               skip_invalid=skip_invalid)
-  indices = split_indices(table.mols, kind, seed)
-  smiles = {s: tuple(table.smiles[i] for i in index)
-            for s, index in indices.items()}
-  vocab = None
-  if features == 'smiles':
-    from jmed.text import smiles as jsmiles  # pylint: disable=g-import-not-at-top
-    vocab = jsmiles.build_vocab(smiles['train'])
-    inputs = {s: jsmiles.encode(vocab, smiles[s], max_length) for s in SPLITS}
-    _log_truncated(name, smiles, max_length)
-  else:
-    every = fingerprints(table.mols, bits)
-    inputs = {s: every[index] for s, index in indices.items()}
-  labels = _task_labels(spec, table.labels)
-  return Molecules(
-      name=name, task=spec.task, num_classes=spec.num_classes, split=kind,
-      splits={s: (inputs[s], labels[index]) for s, index in indices.items()},
-      smiles=smiles, vocab=vocab, skipped=table.skipped)
+  preset = get_preset(name)
+  split = resolve_split(name, split)  # a bad split is named before the file is looked for
+  data = preset.data_config(find_csv(name, data_dir_moleculenet), split, seed)
+  molecule = MoleculeConfig(features=features, split=data.split, split_seed=seed,
+                            max_length=max_length, fingerprint_bits=bits,
+                            skip_invalid=skip_invalid)
+  return dataclasses.replace(load_user(data, molecule=molecule), name=name)
 
 
-def get_spec(name: str) -> Spec:
-  """The `Spec` of MoleculeNet dataset `name`."""
-  if name not in SPECS:
+def get_preset(name: str) -> Preset:
+  """The `Preset` of MoleculeNet dataset `name`."""
+  if name not in PRESETS:
     raise DataError(f'Unknown MoleculeNet dataset {name!r}; valid: {NAMES}.')
-  return SPECS[name]
+  return PRESETS[name]
 
 
 def resolve_split(name: str, split: str) -> str:
-  """`split`, with 'auto' replaced by MoleculeNet's choice for `name`."""
+  """`split`, with 'auto' replaced by MoleculeNet's choice for preset `name`."""
   if split == 'auto':
-    return get_spec(name).split
+    return get_preset(name).split
   if split not in SPLIT_KINDS:
-    raise DataError(f'Unknown split {split!r} for {name}; valid: '
-                    f'{SPLIT_KINDS + ("auto",)}.')
+    raise DataError(f'Unknown split {split!r} for {name}; valid: {SPLIT_KINDS + ("auto",)}.')
   return split
 
 
 def find_csv(name: str, data_dir_moleculenet: str) -> str:
-  """Path of dataset `name`'s CSV (first of `Spec.filenames` found)."""
-  spec = get_spec(name)
+  """Path of preset `name`'s file (the first of `Preset.filenames` found)."""
+  preset = get_preset(name)
   folder = os.fspath(data_dir_moleculenet)
-  for filename in spec.filenames:
+  for filename in preset.filenames:
     path = os.path.join(folder, filename)
     if os.path.isfile(path):
       return path
-  expected = os.path.join(folder, spec.filenames[0])
-  raise MissingDataError(f'{name} file not found: {expected} (download '
-                         f'{spec.url} and put it in that folder)')
+  expected = os.path.join(folder, preset.filenames[0])
+  raise MissingDataError(f'{name} file not found: {expected} (download {preset.url} and put '
+                         'it in that folder)')
 
 
 def download(name: str, folder: str) -> str:
-  """Downloads dataset `name`'s CSV from DeepChem (`Spec.url`) into `folder` unless one of its
-  `Spec.filenames` is already there; returns the file's path.
+  """Downloads preset `name`'s file from DeepChem (`Preset.url`) into `folder` unless one of
+  its `Preset.filenames` is already there; returns the file's path.
 
   The file is written under a temporary name and renamed when complete, so an interrupted
-  download never leaves a partial CSV behind.
+  download never leaves a partial file behind.
 
   Raises:
     MissingDataError: the download failed (e.g. no network): the message says where to put the
@@ -244,175 +364,41 @@ def download(name: str, folder: str) -> str:
   """
   import urllib.error  # pylint: disable=g-import-not-at-top
   import urllib.request  # pylint: disable=g-import-not-at-top
-  spec = get_spec(name)
+  preset = get_preset(name)
   try:
     return find_csv(name, folder)
   except MissingDataError:
     pass
   os.makedirs(folder, exist_ok=True)
-  path = os.path.join(folder, os.path.basename(spec.url))
+  path = os.path.join(folder, os.path.basename(preset.url))
   partial = path + '.partial'
   try:
-    _LOG.info('Downloading %s to %s', spec.url, path)
-    urllib.request.urlretrieve(spec.url, partial)
+    _LOG.info('Downloading %s to %s', preset.url, path)
+    urllib.request.urlretrieve(preset.url, partial)
   except (urllib.error.URLError, OSError) as error:
     if os.path.exists(partial):
       os.remove(partial)
     raise MissingDataError(
-        f'Could not download {name} from {spec.url} ({error}). Offline, put '
-        f'{spec.filenames[0]} in <data_dir>/moleculenet/ and pass data_dir (or set '
+        f'Could not download {name} from {preset.url} ({error}). Offline, put '
+        f'{preset.filenames[0]} in <data_dir>/moleculenet/ and pass data_dir (or set '
         '$JMED_DATA_DIR).') from error
   os.replace(partial, path)
   return path
 
 
-def read(path: str, name: str, skip_invalid: bool = False) -> Table:
-  """Reads dataset `name`'s CSV at `path` and parses its SMILES with RDKit.
-
-  Raises:
-    MissingDataError: `path` does not exist.
-    DataError: missing columns, a bad label, no rows, or (if not
-      `skip_invalid`) a SMILES RDKit cannot parse; naming the path, the data
-      row (1 = first row after the header), its line and the value at fault.
-  """
-  spec = get_spec(name)
-  chem, rdbase = _rdkit()
-  path = os.fspath(path)
-  if not os.path.isfile(path):
-    raise MissingDataError(f'{name} file not found: {path}')
-  opener = gzip.open if path.endswith('.gz') else open
-  smiles, mols, labels, lines, skipped = [], [], [], [], []
-  try:
-    with opener(path, 'rt', newline='') as f, rdbase.BlockLogs():
-      reader = csv.DictReader(f)
-      _check_header(path, reader.fieldnames, spec)
-      for number, row in enumerate(reader, start=1):
-        where = f'{path}, row {number} (line {reader.line_num})'
-        text = (row['smiles'] or '').strip()
-        mol = chem.MolFromSmiles(text) if text else None
-        if mol is None:
-          if not skip_invalid:
-            raise DataError(f'{where}: RDKit cannot parse SMILES {text!r} '
-                            '(pass skip_invalid=True to drop such rows).')
-          _LOG.warning('%s: dropped, RDKit cannot parse SMILES %r.', where,
-                       text)
-          skipped.append((reader.line_num, text))
-          continue
-        labels.append(_parse_labels(where, row, spec))
-        smiles.append(text)
-        mols.append(mol)
-        lines.append(reader.line_num)
-  except (OSError, EOFError, UnicodeDecodeError, csv.Error) as error:
-    raise DataError(f'Corrupt {name} CSV {path}: {error}') from error
-  if skipped:
-    _LOG.warning('%s: skipped %d rows whose SMILES RDKit cannot parse '
-                 '(lines %s).', path, len(skipped),
-                 ', '.join(str(line) for line, _ in skipped))
-  if not mols:
-    raise DataError(f'{path}: no valid molecules.')
-  dtype = tasks.get(spec.task).label_dtype
-  return Table(path=path, smiles=tuple(smiles), mols=tuple(mols),
-               labels=np.array(labels, dtype), lines=np.array(lines),
-               skipped=tuple(skipped))
-
-
-def _check_header(path: str, fieldnames, spec: Spec) -> None:
-  missing = [c for c in ('smiles',) + spec.targets
-             if c not in (fieldnames or ())]
-  if missing:
-    raise DataError(f'{path}: missing column(s) {", ".join(missing)}; '
-                    f'header is {fieldnames}.')
-
-
-def _parse_labels(where: str, row: Dict[str, str], spec: Spec) -> List:
-  task = tasks.get(spec.task)
-  values = []
-  for column in spec.targets:
-    try:
-      values.append(task.parse_label((row[column] or '').strip()))
-    except ValueError as error:
-      raise DataError(f'{where}: {column} {error}') from None
-  return values
-
-
-def _task_labels(spec: Spec, labels: np.ndarray) -> np.ndarray:
-  """Table labels [n, targets] in the task's layout (binary: class ids [n])."""
-  shape = tasks.get(spec.task).label_shape(spec.num_classes, ())
-  return labels.reshape((len(labels), *shape))
-
-
-def _log_truncated(name: str, smiles: Dict[str, Sequence[str]],
-                   max_length: int) -> None:
-  from jmed.text import smiles as jsmiles  # pylint: disable=g-import-not-at-top
-  for split, values in smiles.items():
-    cut = sum(len(jsmiles.tokenize(s)) + 2 > max_length for s in values)
-    if cut:
-      _LOG.info('%s/%s: %d of %d molecules are longer than max_length %d '
-                'tokens and were truncated.', name, split, cut, len(values),
-                max_length)
+# ---------------------------------------------------------------- RDKit
 
 
 def fingerprints(mols: Sequence[object], bits: int = 1024) -> np.ndarray:
   """Morgan fingerprints (radius 2) of `mols` as float32 `[n, bits]` in {0, 1}."""
   if bits < 1:
-    raise DataError(f'bits must be >= 1, got {bits}.')
+    raise ConfigError(f'fingerprint_bits must be >= 1, got {bits}.')
   from rdkit.Chem import rdFingerprintGenerator  # pylint: disable=g-import-not-at-top
-  generator = rdFingerprintGenerator.GetMorganGenerator(radius=RADIUS,
-                                                        fpSize=bits)
+  generator = rdFingerprintGenerator.GetMorganGenerator(radius=RADIUS, fpSize=bits)
   features = np.zeros((len(mols), bits), np.float32)
   for i, mol in enumerate(mols):
     features[i] = generator.GetFingerprintAsNumPy(mol)
   return features
-
-
-def split_indices(mols: Sequence[object], kind: str,
-                  seed: int = 0) -> Dict[str, np.ndarray]:
-  """80/10/10 'random' (seeded) or 'scaffold' split of `mols` (indices)."""
-  if kind == 'random':
-    return random_split(len(mols), seed)
-  if kind == 'scaffold':
-    return scaffold_split(scaffolds(mols))
-  raise DataError(f'Unknown split {kind!r}; valid: {SPLIT_KINDS}.')
-
-
-def random_split(n: int, seed: int = 0) -> Dict[str, np.ndarray]:
-  """Seeded 80/10/10 split of `range(n)`: split name -> indices `[n_split]`."""
-  order = np.random.default_rng(seed).permutation(n)
-  train_end = int(FRACTIONS[0] * n)
-  valid_end = int((FRACTIONS[0] + FRACTIONS[1]) * n)
-  return dict(zip(SPLITS, np.split(order, [train_end, valid_end])))
-
-
-def scaffold_split(keys: Sequence[str]) -> Dict[str, np.ndarray]:
-  """Deterministic 80/10/10 scaffold split (as DeepChem's `ScaffoldSplitter`).
-
-  Molecules are grouped by scaffold; groups, largest first (ties: later first
-  index first), fill 'train' while it stays within 80%, then 'validation'
-  within 90%, then 'test'. No scaffold is shared across splits.
-
-  Args:
-    keys: `[n]` scaffold of each molecule, e.g. `scaffolds(mols)`.
-
-  Returns:
-    Split name -> indices into `keys`, each split's in ascending order.
-  """
-  groups: Dict[str, List[int]] = {}
-  for i, key in enumerate(keys):
-    groups.setdefault(key, []).append(i)
-  ordered = sorted(groups.values(), key=lambda g: (len(g), g[0]), reverse=True)
-  n = len(keys)
-  train_cut = FRACTIONS[0] * n
-  valid_cut = (FRACTIONS[0] + FRACTIONS[1]) * n
-  train, valid, test = [], [], []
-  for group in ordered:
-    if len(train) + len(group) <= train_cut:
-      train.extend(group)
-    elif len(train) + len(valid) + len(group) <= valid_cut:
-      valid.extend(group)
-    else:
-      test.extend(group)
-  return {name: np.sort(np.array(index, np.int64))
-          for name, index in zip(SPLITS, (train, valid, test))}
 
 
 def scaffolds(mols: Sequence[object]) -> List[str]:
@@ -426,6 +412,6 @@ def _rdkit():
   try:
     from rdkit import Chem, rdBase  # pylint: disable=g-import-not-at-top
   except ImportError as error:
-    raise ImportError('MoleculeNet datasets need RDKit: pip install rdkit'
-                      ) from error
+    raise ImportError('Molecules (the smiles source, ESOL, BBBP, Tox21) need RDKit: '
+                      'pip install rdkit') from error
   return Chem, rdBase

@@ -11,7 +11,7 @@ from typing import ClassVar, Dict, FrozenSet, Sequence, Tuple
 import jax
 import numpy as np
 
-from jmed.errors import DataError
+from jmed.errors import ConfigError, DataError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,6 +30,10 @@ class Task:
     spatial_labels: whether labels are maps aligned with the inputs (segmentation), so an
       image-only augmentation would misalign them.
     label_dtype: NumPy dtype of the labels.
+    class_names: whether labels are one class per example, so a table's label column holds
+      class names (single-label classification).
+    column_roles: what each label column of a table means when a kind reads several columns
+      in fixed roles (survival's time and event); empty: one column per output.
   """
 
   name: ClassVar[str] = 'task'
@@ -40,6 +44,8 @@ class Task:
   probabilistic: ClassVar[bool] = False
   spatial_labels: ClassVar[bool] = False
   label_dtype: ClassVar[type] = np.int32
+  class_names: ClassVar[bool] = False
+  column_roles: ClassVar[Tuple[str, ...]] = ()
 
   # ---------------------------------------------------------------- labels (host)
 
@@ -80,8 +86,8 @@ class Task:
 
   def class_weights(self, labels: np.ndarray, num_outputs: int) -> Tuple[float, ...]:
     """Balanced per-class loss weights from the training labels (single-label tasks only)."""
-    raise ValueError(f"class_weights 'balanced' applies to single-label classification "
-                     f"('binary', 'multiclass'), not to task {self.name!r}.")
+    raise ConfigError(f"class_weights 'balanced' applies to single-label classification "
+                      f"('binary', 'multiclass'), not to task {self.name!r}.")
 
   # ---------------------------------------------------------------- on device (jit-able)
 
@@ -92,7 +98,7 @@ class Task:
 
   def example_weights(self, labels: jax.Array, class_weights) -> jax.Array:
     """Per-example loss weights [batch] for `class_weights` (one weight per class)."""
-    raise ValueError(f'task {self.name!r} takes no class weights.')
+    raise ConfigError(f'task {self.name!r} takes no class weights.')
 
   def train_metrics(self, outputs: jax.Array, labels: jax.Array) -> Dict[str, jax.Array]:
     """Per-example values [batch] whose means are logged as `train_<name>` (default: none)."""
@@ -104,6 +110,20 @@ class Task:
     raise NotImplementedError
 
   # ---------------------------------------------------------------- on the host
+
+  def baseline(self, train_predictions: np.ndarray, train_labels: np.ndarray):
+    """What predictions on new rows need from the training split's predictions, JSON-able
+    (survival's baseline hazard); None for kinds that need nothing."""
+    del train_predictions, train_labels
+    return None
+
+  def prediction_table(self, predictions: np.ndarray, names: Sequence[str],
+                       baseline=None) -> Dict[str, np.ndarray]:
+    """predictions.csv's columns of a split's predictions [n, outputs]: 'predicted_<name>'
+    per output, `names` naming the outputs (classes, labels or targets)."""
+    del baseline
+    predictions = np.asarray(predictions)
+    return {f'predicted_{name}': predictions[:, i] for i, name in enumerate(names)}
 
   def evaluate(self, predictions: np.ndarray, labels: np.ndarray) -> Dict:
     """Metrics of a whole split's predictions; may include its own 'loss' where the per-batch
@@ -119,8 +139,8 @@ class Task:
     if name == 'auto':
       return self.default_metric
     if name not in self.metric_names:
-      raise ValueError(f'select_metric {name!r} does not apply to task {self.name!r}; '
-                       f'choose auto or one of: {", ".join(self.metric_names)}.')
+      raise ConfigError(f'select_metric {name!r} does not apply to task {self.name!r}; '
+                        f'choose auto or one of: {", ".join(self.metric_names)}.')
     return name
 
   def lower_is_better(self, metric: str) -> bool:
@@ -140,6 +160,16 @@ class Classifier(Task):
   minimized = frozenset({'loss', 'ece'})
   probabilistic = True
   label_dtype = np.int32
+
+  def prediction_table(self, predictions, names, baseline=None) -> Dict[str, np.ndarray]:
+    """'prob_<name>' per class (or label), and for single-label kinds 'predicted': the most
+    probable class's name."""
+    del baseline
+    predictions = np.asarray(predictions)
+    table = {f'prob_{name}': predictions[:, i] for i, name in enumerate(names)}
+    if self.class_names:
+      table['predicted'] = np.asarray(names, dtype=object)[np.argmax(predictions, -1)]
+    return table
 
 
 def check_range(labels: np.ndarray, low, high, where: str, what: str = 'labels') -> None:

@@ -26,6 +26,7 @@ class Multiclass(Classifier):
   """Softmax classification over two or more exclusive classes."""
 
   name = 'multiclass'
+  class_names = True
 
   def label_shape(self, num_outputs, input_shape) -> Tuple[int, ...]:
     return ()

@@ -28,6 +28,7 @@ class Survival(Task):
   default_metric = 'c_index'
   per_example_loss = False
   label_dtype = np.float32
+  column_roles = ('time', 'event')
 
   def label_shape(self, num_outputs, input_shape) -> Tuple[int, ...]:
     return (2,)
@@ -67,6 +68,23 @@ class Survival(Task):
   def predict(self, outputs):
     """The log-risk score [batch]."""
     return outputs[:, 0].astype(jnp.float32)
+
+  def baseline(self, train_predictions, train_labels) -> Dict:
+    """Breslow's baseline cumulative hazard of the training split, and the times at which
+    predictions.csv reports survival (the training event times' quartiles)."""
+    return survival.breslow_baseline(train_predictions, train_labels[:, 0], train_labels[:, 1])
+
+  def prediction_table(self, predictions, names, baseline=None) -> Dict[str, np.ndarray]:
+    """'risk' (the log-risk score) and, given the `baseline`, 'survival_at_<t>': each row's
+    survival probability S(t | x) = exp(-H0(t) exp(risk)) at the baseline's report times."""
+    del names
+    risk = np.asarray(predictions, np.float64).reshape(-1)
+    table = {'risk': risk}
+    if baseline:
+      for t, curve in zip(baseline['report_times'],
+                          survival.survival_probability(risk, baseline, baseline['report_times'])):
+        table[f'survival_at_{t:g}'] = curve
+    return table
 
   def evaluate(self, predictions, labels) -> Dict:
     """C-index, the whole split's Cox loss and its number of events."""
