@@ -123,6 +123,47 @@ def breslow_nll_numpy(risk, time, event) -> float:
   return float(terms.sum() / max(int(has_event.sum()), 1))
 
 
+def breslow_baseline(risk, time, event, quantiles=(0.25, 0.5, 0.75)) -> Dict[str, Any]:
+  """Breslow's estimate of a Cox model's baseline cumulative hazard.
+
+  H0(t) = sum over event times t_j <= t of d_j / sum_{i: t_i >= t_j} exp(risk_i), d_j the events
+  at t_j.
+
+  Args:
+    risk: `[n]` log-risk scores of the training split.
+    time, event: `[n]` its times and events (1 event, 0 censored).
+    quantiles: of the event times, where `survival_probability` is usually read.
+
+  Returns:
+    {'times': the distinct event times ascending, 'cumulative_hazard': H0 there,
+     'report_times': the event times' `quantiles`}, as lists (JSON-able).
+  """
+  risk, time, has_event = _host_inputs(risk, time, event, allow_inf_risk=False)
+  order = np.argsort(time, kind='stable')
+  sorted_time = time[order]
+  # at_risk[k] = sum_{m >= k} exp(risk) over the time-sorted examples.
+  at_risk = np.cumsum(np.exp(risk[order] - risk.max())[::-1])[::-1] * np.exp(risk.max())
+  times = np.unique(time[has_event])
+  events = np.array([np.sum(has_event & (time == t)) for t in times], np.float64)
+  first = np.searchsorted(sorted_time, times, side='left')
+  hazard = np.cumsum(events / at_risk[first])
+  report = np.quantile(time[has_event], quantiles) if has_event.any() else np.array([])
+  return {'times': times.tolist(), 'cumulative_hazard': hazard.tolist(),
+          'report_times': [float(t) for t in report]}
+
+
+def survival_probability(risk, baseline: Dict[str, Any], times) -> np.ndarray:
+  """S(t | x) = exp(-H0(t) exp(risk)) of each example at each of `times`: `[len(times), n]`.
+
+  H0 is the step function of `breslow_baseline` (0 before the first event time)."""
+  risk = np.asarray(risk, np.float64).reshape(-1)
+  steps = np.asarray(baseline['times'], np.float64)
+  hazard = np.asarray(baseline['cumulative_hazard'], np.float64)
+  index = np.searchsorted(steps, np.asarray(times, np.float64), side='right') - 1
+  h0 = np.where(index >= 0, hazard[np.maximum(index, 0)], 0.0)
+  return np.exp(-h0[:, None] * np.exp(risk)[None, :])
+
+
 # ---------------------------------------------------------------------------
 # Harrell's concordance index.
 # ---------------------------------------------------------------------------

@@ -11,8 +11,10 @@ restoring needs neither the optimizer nor its state.
 """
 
 import dataclasses
+import json
 import logging
 import os
+import types
 from typing import Optional, Tuple
 
 import jax
@@ -20,7 +22,9 @@ import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
 from jmed import configs
+from jmed import tasks
 from jmed.configs import TrainConfig
+from jmed.errors import MissingDataError
 from jmed.train import loop
 from jmed.train.state import split_variables
 
@@ -35,9 +39,37 @@ def read_config(run_dir: str) -> TrainConfig:
   """
   path = os.path.join(run_dir, 'config.json')
   if not os.path.isfile(path):
-    raise FileNotFoundError(f'{path} not found: {run_dir!r} is not a jmed run directory '
+    raise MissingDataError(f'{path} not found: {run_dir!r} is not a jmed run directory '
                             '(scripts/train.py --output-dir writes one).')
   return configs.load_config(path)
+
+
+def read_preprocessing(run_dir: str) -> Optional[dict]:
+  """The run's preprocessing.json (runs on the user's own data, `--data`), else None."""
+  path = os.path.join(run_dir, 'preprocessing.json')
+  if not os.path.isfile(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
+def fitted_task(preprocessing: dict) -> tasks.Task:
+  """The run's task as fitted to its training labels (e.g. regression's target scale)."""
+  meta = preprocessing['dataset']
+  fields = {k: tuple(v) if isinstance(v, list) else v
+            for k, v in preprocessing.get('task_fields', {}).items()}
+  return dataclasses.replace(tasks.get(meta['task']), **fields)
+
+
+def _dataset_shape(preprocessing: dict):
+  """What `build_model` and `load_run` read of a dataset (name, classes, model kwargs and a
+  sample input), from preprocessing.json, so no training data is needed."""
+  meta = preprocessing['dataset']
+  token_ids = 'vocab_size' in meta.get('model_kwargs', {})
+  sample = jnp.zeros((1, *meta['input_shape']), jnp.int32 if token_ids else jnp.float32)
+  return types.SimpleNamespace(name=meta['name'], num_classes=meta['num_classes'],
+                               model_kwargs=dict(meta.get('model_kwargs', {})),
+                               splits={'train': (sample, None)})
 
 
 def load_run_dataset(cfg: TrainConfig, data_dir: Optional[str] = None):
@@ -60,7 +92,7 @@ def _checkpoint_dir(run_dir: str, which: str) -> str:
     logging.warning('%s has no best checkpoint (no validation split?); using the latest.',
                     run_dir)
   if not _has_steps(latest):
-    raise FileNotFoundError(f'no checkpoint in {latest}: the run saved none yet.')
+    raise MissingDataError(f'no checkpoint in {latest}: the run saved none yet.')
   return latest
 
 
@@ -77,7 +109,8 @@ def load_run(run_dir: str, which: str = 'best', *, dataset=None,
     which: 'best' (the checkpoint validation picked; the latest one if the run has none) or
       'latest'.
     dataset: the run's dataset, if already loaded (it sizes the model: classes, vocabulary,
-      input shape); by default loaded with `load_run_dataset`.
+      input shape); by default read from the run's preprocessing.json (runs on the user's own
+      data), else loaded with `load_run_dataset`.
     data_dir: where to load the dataset from when `dataset` is None (default: the config's).
 
   Returns:
@@ -91,7 +124,11 @@ def load_run(run_dir: str, which: str = 'best', *, dataset=None,
   cfg = read_config(run_dir)
   directory = _checkpoint_dir(run_dir, which)
   if dataset is None:
-    dataset = load_run_dataset(cfg, data_dir)
+    preprocessing = read_preprocessing(run_dir)
+    if preprocessing is not None:
+      dataset = _dataset_shape(preprocessing)
+    else:
+      dataset = load_run_dataset(cfg, data_dir)
   model = loop.build_model(cfg, dataset)
   sample = jnp.asarray(dataset.splits['train'][0][:1])
   shapes = jax.eval_shape(
