@@ -27,7 +27,7 @@ from jmed.errors import ConfigError, DataError, MissingDataError
 
 SOURCES = {'table': 'jmed.data.tabular', 'deepsurv': 'jmed.data.deepsurv',
            'smiles': 'jmed.data.moleculenet', 'text': 'jmed.data.text_files',
-           'images': 'jmed.data.images', 'npz': 'jmed.data.images'}
+           'images': 'jmed.data.images', 'npz': 'jmed.data.npz'}
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
