@@ -59,6 +59,8 @@ TINY = {
     'resnet50': ({'width': 2, 'stage_sizes': (1, 1)}, _images((3, 28, 28, 1))),
     'resnet18_imagenet': ({'width': 4}, _images((3, 32, 32, 3))),
     'resnet50_imagenet': ({'width': 2, 'stage_sizes': (1, 1)}, _images((3, 32, 32, 3))),
+    'resnet18_3d': ({'width': 2, 'stage_sizes': (1, 1), 'stem': 'small'}, _images((3, 8, 8, 8, 1))),
+    'resnet50_3d': ({'width': 2, 'stage_sizes': (1, 1), 'stem': 'small'}, _images((3, 8, 8, 8, 1))),
     'mlp': ({'hidden': (16, 8)}, _images((3, 9))),
     'gru': ({**_TEXT, 'hidden_size': 6, 'num_layers': 2, 'pooling': 'attention'}, IDS),
     'lstm': ({**_TEXT, 'hidden_size': 6, 'pooling': 'last'}, IDS),

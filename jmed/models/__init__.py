@@ -10,13 +10,14 @@ from jmed.models.heads import DiscreteTimeHead
 from jmed.models.layers import Conv, ValidConv, max_pool
 from jmed.models.mlp import MLP
 from jmed.models.recurrent import RNNClassifier, RNNEncoder
-from jmed.models.resnet import ResNet, ResNet18, ResNet50
+from jmed.models.resnet import ResNet, ResNet18, ResNet18_3D, ResNet50, ResNet50_3D
 from jmed.models.text_cnn import TextCNN
 from jmed.models.transformer import EncoderBlock, TransformerClassifier, TransformerEncoder
 from jmed.models.unet import UNet
 
 __all__ = ['Conv', 'DiscreteTimeHead', 'EncoderBlock', 'GRUDCell', 'GRUDClassifier', 'MLP', 'MODELS',
-           'RNNClassifier', 'RNNEncoder', 'ResNet', 'ResNet18', 'ResNet50', 'SeedCNN', 'TextCNN',
+           'RNNClassifier', 'RNNEncoder', 'ResNet', 'ResNet18', 'ResNet18_3D', 'ResNet50',
+           'ResNet50_3D', 'SeedCNN', 'TextCNN',
            'TransformerClassifier', 'TransformerEncoder', 'UNet', 'ValidConv', 'get_model',
            'inspect', 'max_pool']
 
@@ -27,6 +28,8 @@ MODELS = {
     'resnet50': ResNet50,
     'resnet18_imagenet': functools.partial(ResNet18, stem='imagenet'),  # ResNet (224)
     'resnet50_imagenet': functools.partial(ResNet50, stem='imagenet'),
+    'resnet18_3d': ResNet18_3D,  # volumes [batch, d, h, w, c]: MedMNIST's ResNet-18 + 3D
+    'resnet50_3d': ResNet50_3D,
     'mlp': MLP,  # feature vectors: fingerprints, covariates (a Cox risk model with 1 output)
     'gru': functools.partial(RNNClassifier, cell='gru'),    # token ids [batch, length]
     'lstm': functools.partial(RNNClassifier, cell='lstm'),
