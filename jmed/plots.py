@@ -106,3 +106,57 @@ def _series(records, key: str):
       epochs.append(record['epoch'] + 1)
       values.append(float(value))
   return epochs, values
+
+
+def segmentation_overlays(images, masks, predictions, folder: str, prefix: str = 'test'):
+  """Writes `<folder>/<prefix>_<i>.png` per image: the image, its ground truth and the predicted
+  mask side by side, the masks also outlined on the image, with the image's foreground Dice.
+
+  Args:
+    images: [n, height, width, channels] in [0, 1] (1 or 3 channels; volumes [n, depth, height,
+      width, channels] are shown at their middle slice).
+    masks: [n, height, width] int class ids (or [n, depth, height, width]).
+    predictions: predicted class ids, the shape of `masks`.
+    folder: created if missing.
+    prefix: file name prefix.
+
+  Returns:
+    The paths written.
+  """
+  images, masks, predictions = (np.asarray(a) for a in (images, masks, predictions))
+  if images.ndim == 5:  # volumes: the middle slice
+    middle = images.shape[1] // 2
+    images, masks, predictions = images[:, middle], masks[:, middle], predictions[:, middle]
+  os.makedirs(folder, exist_ok=True)
+  num_classes = int(max(masks.max(initial=0), predictions.max(initial=0))) + 1
+  paths = []
+  for i, (image, mask, pred) in enumerate(zip(images, masks, predictions)):
+    path = os.path.join(folder, f'{prefix}_{i}.png')
+    _overlay_figure(image, mask, pred, num_classes).savefig(path, dpi=100)
+    paths.append(path)
+  return paths
+
+
+def _overlay_figure(image, mask, pred, num_classes: int) -> Figure:
+  shown = image[..., 0] if image.shape[-1] == 1 else np.clip(image, 0, 1)
+  height, width = mask.shape
+  fig = Figure(figsize=(9, 3.3 * height / width + 0.4), layout='constrained')
+  FigureCanvasAgg(fig)
+  axes = fig.subplots(1, 3)
+  fg_mask, fg_pred = mask > 0, pred > 0
+  dice = 2 * np.sum(fg_mask & fg_pred) / max(np.sum(fg_mask) + np.sum(fg_pred), 1)
+  panels = [('image (outlines: truth green, prediction red)', None), ('ground truth', mask),
+            (f'prediction (foreground Dice {dice:.3f})', pred)]
+  for ax, (title, labels) in zip(axes, panels):
+    if labels is None:
+      ax.imshow(shown, cmap='gray', vmin=0, vmax=1, interpolation='nearest')
+      for outlined, colour in ((mask, 'lime'), (pred, 'red')):
+        if np.ptp(outlined):
+          ax.contour(outlined, levels=np.arange(num_classes - 1) + 0.5, colors=colour,
+                     linewidths=0.4)
+    else:
+      ax.imshow(labels, cmap='viridis', vmin=0, vmax=max(num_classes - 1, 1),
+                interpolation='nearest')
+    ax.set_title(title, fontsize='small')
+    ax.set_axis_off()
+  return fig

@@ -1,4 +1,5 @@
-"""Semantic segmentation math: soft Dice and Dice + cross-entropy losses, hard Dice counts.
+"""Semantic segmentation math: soft Dice and Dice + cross-entropy losses, hard Dice counts,
+sliding-window inference over images larger than the model's window.
 
 Logits are [batch, ...spatial, classes] (2D images or 3D volumes), masks [batch, ...spatial]
 integer class ids with 0 the background. Every function is jit-able; the task that trains with
@@ -10,6 +11,7 @@ import jax.numpy as jnp
 import optax
 
 COUNTS = ('tp', 'fp', 'fn')
+WEIGHTINGS = ('gaussian', 'flat')
 
 
 def _masked_one_hots(logits, masks, pixel_mask):
@@ -125,3 +127,75 @@ def mean_dice(scores):
   total = jnp.sum(jnp.where(present, scores, 0.0))
   n = jnp.sum(present)
   return jnp.where(n > 0, total / jnp.maximum(n, 1), jnp.nan)
+
+
+def window_starts(size: int, window: int, stride: int):
+  """Start offsets of windows covering [0, size): every `stride`, plus a last one flush with
+  the end (so the border is covered without padding); [0] when size <= window."""
+  if size <= window:
+    return [0]
+  starts = list(range(0, size - window + 1, stride))
+  if starts[-1] != size - window:
+    starts.append(size - window)
+  return starts
+
+
+def window_weights(window: int, weighting: str = 'gaussian'):
+  """[window, window] blending weights: 'flat' (ones) or 'gaussian' (nnU-Net's: std window / 8
+  about the centre, floored at 1e-3 of the peak so that every pixel keeps a finite weight)."""
+  if weighting not in WEIGHTINGS:
+    raise ValueError(f'weighting must be one of {WEIGHTINGS}, got {weighting!r}')
+  if weighting == 'flat':
+    return jnp.ones((window, window), jnp.float32)
+  x = jnp.arange(window, dtype=jnp.float32) - (window - 1) / 2
+  g = jnp.exp(-0.5 * (x / (window / 8)) ** 2)
+  return jnp.maximum(g[:, None] * g[None, :], 1e-3)
+
+
+def sliding_window(apply_fn, images, window: int, stride: int = 0,
+                   weighting: str = 'gaussian'):
+  """Logits of whole images from a model applied to overlapping square windows.
+
+  The windows (`stride` apart, plus a last one flush with each border) are cut out, run through
+  `apply_fn` as ONE batch, and their logits averaged where they overlap with `window_weights`.
+  Images smaller than the window are edge-padded to it and the logits cropped back. jit-able
+  with `window`, `stride` and `weighting` static. All windows of the batch go through the model
+  at once: memory grows with batch x windows (keep the evaluation batch small).
+
+  Args:
+    apply_fn: images [n, window, window, channels] -> logits [n, window, window, classes].
+    images: [batch, height, width, channels].
+    window: the window's height and width (e.g. divisible by the U-Net's 2 ** poolings).
+    stride: offset between windows (0: window // 2); <= window.
+    weighting: 'gaussian' (centre pixels count more) or 'flat' (plain mean).
+
+  Returns:
+    [batch, height, width, classes] float32 logits.
+  """
+  stride = stride or max(window // 2, 1)
+  if not 0 < stride <= window:
+    raise ValueError(f'stride must be in (0, window={window}], got {stride}')
+  b, h, w, _ = images.shape
+  pad_h, pad_w = max(window - h, 0), max(window - w, 0)
+  if pad_h or pad_w:
+    images = jnp.pad(images, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode='edge')
+  height, width = h + pad_h, w + pad_w
+  corners = [(r, c) for r in window_starts(height, window, stride)
+             for c in window_starts(width, window, stride)]
+  tiles = jnp.concatenate([images[:, r:r + window, c:c + window] for r, c in corners])
+  logits = apply_fn(tiles).astype(jnp.float32)  # [windows * batch, window, window, classes]
+  weight = window_weights(window, weighting)
+  total = jnp.zeros((b, height, width, logits.shape[-1]), jnp.float32)
+  norm = jnp.zeros((height, width), jnp.float32)
+  for i, (r, c) in enumerate(corners):
+    tile = logits[i * b:(i + 1) * b] * weight[:, :, None]
+    total = total.at[:, r:r + window, c:c + window].add(tile)
+    norm = norm.at[r:r + window, c:c + window].add(weight)
+  return (total / norm[None, :, :, None])[:, :h, :w]
+
+
+def num_windows(height: int, width: int, window: int, stride: int = 0) -> int:
+  """How many windows `sliding_window` runs per image."""
+  stride = stride or max(window // 2, 1)
+  return (len(window_starts(max(height, window), window, stride))
+          * len(window_starts(max(width, window), window, stride)))

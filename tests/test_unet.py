@@ -2,6 +2,7 @@
 the segmentation task, and a short real-data run of scripts/train.py that must learn per-pixel
 digit classes on MNIST."""
 
+import dataclasses
 import functools
 import importlib.util
 import json
@@ -251,17 +252,20 @@ def test_eval_step_ignores_padding_examples():
     np.testing.assert_array_equal(2 * counts[k], counts_twice[k])
 
 
-def test_fit_refuses_augmentation_on_segmentation_before_writing(tmp_path):
-  """An image-only augmentation would misalign the per-pixel labels."""
+def test_fit_refuses_patches_or_windows_that_do_not_fit_before_writing(tmp_path):
+  """Augmentation moves the masks with the images (tests/test_segmentation_aug.py); patches and
+  evaluation windows must fit the images."""
   inputs, labels = np.asarray(_images((16, 8, 8, 1))), np.asarray(_masks((16, 8, 8), 3), np.int32)
   dataset = jdata.Dataset(name='tiny_segmentation', splits={'train': (inputs, labels),
                                                             'test': (inputs, labels)},
                           num_classes=3, task='segmentation', input_shape=(8, 8, 1))
   cfg = TrainConfig(model='unet', dataset='tiny_segmentation', augment='digits', epochs=1,
                     batch_size=8, eval_batch_size=8, model_kwargs={'features': [4, 8]},
-                    output_dir=str(tmp_path / 'run'), progress=False)
-  with pytest.raises(ValueError, match="augment 'digits' .* task 'segmentation'"):
+                    patch_size=16, output_dir=str(tmp_path / 'run'), progress=False)
+  with pytest.raises(ValueError, match=r'patch_size 16 exceeds the images \(8, 8, 1\)'):
     fit(cfg, dataset)
+  with pytest.raises(ValueError, match='eval_stride 8 needs an eval_window'):
+    fit(dataclasses.replace(cfg, patch_size=4, eval_window=4, eval_stride=8), dataset)
   assert not (tmp_path / 'run').exists()
 
 

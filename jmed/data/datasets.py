@@ -10,6 +10,8 @@ per source:
   <data_dir>/medical_abstracts/medical_tc_test.csv  (see jmed.data.medical_abstracts)
   <data_dir>/survival/metabric_IHC4_clinical_train_test.h5, support_train_test.h5
                                                     (see jmed.data.deepsurv)
+  <data_dir>/medmnist3d/adrenalmnist3d.npz, ...     (see jmed.data.medmnist3d)
+  <data_dir>/segmentation/isbi2012/image/0.png, label/0.png, ...   (see jmed.data.isbi)
 
 With neither set, MNIST, MedMNIST and Medical Abstracts are downloaded through TFDS, and the
 MoleculeNet CSVs (Tox21, ESOL, BBBP) from DeepChem into `$JMED_CACHE_DIR` (default
@@ -35,8 +37,12 @@ MEDMNIST_NAMES = ('pathmnist', 'chestmnist', 'dermamnist', 'octmnist', 'pneumoni
                   'organcmnist', 'organsmnist')
 MOLECULENET_NAMES = ('tox21', 'esol', 'bbbp')
 DEEPSURV_NAMES = ('metabric', 'support')
+MEDMNIST3D_NAMES = tuple(f'{n}{size}' for n in (
+    'organmnist3d', 'nodulemnist3d', 'adrenalmnist3d', 'fracturemnist3d', 'vesselmnist3d',
+    'synapsemnist3d') for size in ('', '_64'))  # as jmed.data.medmnist3d.NAMES
 NAMES = (('mnist',) + MEDMNIST_NAMES + ('tox21', 'medical_abstracts') + DEEPSURV_NAMES
-         + ('mnist_irregular', 'esol', 'bbbp', 'mnist_segmentation'))
+         + ('mnist_irregular', 'esol', 'bbbp', 'mnist_segmentation', 'isbi2012')
+         + MEDMNIST3D_NAMES)
 MNIST_VALIDATION = 1000  # last training images held out for validation by the MNIST variants
 
 Split = Tuple[np.ndarray, np.ndarray]
@@ -130,8 +136,13 @@ def load_dataset(name: str, data_dir: Optional[str] = None, tfds_dir: Optional[s
         (see `jmed.data.deepsurv`).
       * 'mnist_irregular': MNIST rows as irregularly sampled series with missing pixels, packed
         for GRU-D (see `jmed.data.timeseries.irregular_mnist`).
+      * MedMNIST 3D ('adrenalmnist3d', 'adrenalmnist3d_64', 'organmnist3d', ...): float32
+        volumes [n, d, h, w, 1] in [0, 1], the official splits (see `jmed.data.medmnist3d`).
       * 'mnist_segmentation': MNIST images with per-pixel targets (digit + 1 on the stroke,
         0 background: 11 classes), 'validation' the last 1,000 training images.
+      * 'isbi2012': the 30 ISBI 2012 EM slices [512, 512, 1] with masks (1 cell interior,
+        0 membrane; task 'segmentation', 2 classes), split in contiguous blocks of the
+        consecutive slices: 0-19 train, 20-24 validation, 25-29 test (see `jmed.data.isbi`).
 
   Raises:
     DataError: unknown `name` (the message lists valid names), or a missing
@@ -152,6 +163,10 @@ def load_dataset(name: str, data_dir: Optional[str] = None, tfds_dir: Optional[s
     return _load_irregular_mnist(data_dir, tfds_dir)
   if name == 'mnist_segmentation':
     return _load_mnist_segmentation(data_dir, tfds_dir)
+  if name in MEDMNIST3D_NAMES:
+    return _load_medmnist3d(name, data_dir)
+  if name == 'isbi2012':
+    return _load_isbi(data_dir)
   if name == 'mnist':
     return _load_mnist(data_dir, tfds_dir)
   return _load_medmnist(name, data_dir, tfds_dir)
@@ -214,6 +229,13 @@ def _load_medmnist(name, data_dir, tfds_dir) -> Dataset:
   config = medmnist.get_config(name)
   return Dataset(name=name, splits=_float_images(raw), num_classes=config.num_classes,
                  task=config.task, input_shape=config.image_shape)
+
+
+def _load_medmnist3d(name, data_dir) -> Dataset:
+  """MedMNIST 3D volumes [n, d, h, w, 1]: the local npz read directly, or downloaded into the
+  cache (MD5-checked); see `jmed.data.medmnist3d`."""
+  from jmed.data import medmnist3d  # pylint: disable=g-import-not-at-top
+  return medmnist3d.load(name, data_dir, cache_dir())
 
 
 def _load_molecules(name, data_dir, split_kind, molecule) -> Dataset:
@@ -302,6 +324,18 @@ def _load_mnist_segmentation(data_dir, tfds_dir) -> Dataset:
             for split, (images, labels) in parts.items()}
   return Dataset(name='mnist_segmentation', splits=splits, num_classes=mnist.NUM_CLASSES + 1,
                  task='segmentation', input_shape=mnist.IMAGE_SHAPE)
+
+
+def _load_isbi(data_dir) -> Dataset:
+  from jmed.data import isbi  # pylint: disable=g-import-not-at-top
+  if data_dir is None:
+    raise MissingDataError('isbi2012 is read from local files only: pass data_dir (--data-dir) '
+                           f'or set ${ENV_VAR} to the folder holding {isbi.SUBDIR}/.')
+  splits = isbi.load(os.path.join(data_dir, isbi.SUBDIR))
+  return Dataset(name='isbi2012', splits=splits, num_classes=isbi.NUM_CLASSES,
+                 task='segmentation', input_shape=(isbi.SIZE, isbi.SIZE, 1),
+                 split_info={'rule': 'contiguous slices',
+                             **{k: [r.start, r.stop - 1] for k, r in isbi.SPLIT.items()}})
 
 
 # ---------------------------------------------------------------- validation

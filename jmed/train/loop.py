@@ -13,7 +13,8 @@ K models stacked on a leading [members] axis and its steps are the same steps un
 What a run writes in `output_dir` (the primary process): config.json, metrics.jsonl (one
 record per epoch), tensorboard/ (the same scalars plus the learning rate, as TensorBoard
 events), checkpoints/ and best/ (orbax, every process), best.json, summary.json, curves.png
-(loss and selection metric per epoch), and where the data has them tokenizer.json and
+(loss and selection metric per epoch), overlays/test_<i>.png after segmentation (image, ground
+truth, prediction), and where the data has them tokenizer.json and
 preprocessing.json (what turns a new file of the same format into this model's inputs).
 
 Resuming (`cfg.resume`) needs config.json and a checkpoint in `output_dir`, and a config equal
@@ -274,7 +275,9 @@ def _setup(cfg: TrainConfig, dataset, ensemble: Optional[Ensemble]):
   if privacy:
     jprivacy.check_applies(task, state.model_state)
   state = parallel.replicate(state, mesh)
-  train_fn, eval_fn = _compiled_steps(task, augment, class_weights, privacy, mesh, ensemble)
+  _check_windows(cfg, dataset)
+  train_fn, eval_fn = _compiled_steps(cfg, task, augment, class_weights, privacy, mesh,
+                                      ensemble)
   run = _Run(cfg=cfg, dataset=dataset, task=task, metric=metric, mesh=mesh, ensemble=ensemble,
               train_fn=train_fn, eval_fn=eval_fn, steps_per_epoch=steps_per_epoch,
               last_step=min(total_steps, cfg.max_steps) if cfg.max_steps else total_steps,
@@ -301,13 +304,29 @@ def _class_weights(cfg: TrainConfig, task, dataset):
 
 
 def _augment(cfg: TrainConfig, task):
+  """The augmentation config, or None. For tasks with spatial labels (segmentation) the train
+  step moves the masks with the images (`jmed.data.augment.augment_batch(..., labels)`)."""
+  del task
   if cfg.augment == 'none':
     return None
-  config = jaugment.get_augment(cfg.augment)  # raises listing the presets
-  if task.spatial_labels:
-    raise ConfigError(f'augment {cfg.augment!r} transforms the inputs alone, which would '
-                      f'misalign the per-pixel labels of task {task.name!r}; use augment none.')
-  return config
+  return jaugment.get_augment(cfg.augment)  # raises listing the presets
+
+
+def _check_windows(cfg: TrainConfig, dataset) -> None:
+  """patch_size and eval_window need 2D images [height, width, channels] at least that large."""
+  shape = tuple(dataset.input_shape)
+  for field in ('patch_size', 'eval_window', 'eval_stride'):
+    value = getattr(cfg, field)
+    if value < 0:
+      raise ConfigError(f'{field} must be >= 0, got {value}.')
+    if value and len(shape) != 3:
+      raise ConfigError(f'{field} {value} needs 2D images [height, width, channels]; dataset '
+                        f'{dataset.name!r} has inputs {shape}.')
+  if cfg.patch_size > min(shape[:2], default=0):
+    raise ConfigError(f'patch_size {cfg.patch_size} exceeds the images {shape}.')
+  if cfg.eval_stride > cfg.eval_window:
+    raise ConfigError(f'eval_stride {cfg.eval_stride} needs an eval_window at least as large, '
+                      f'got {cfg.eval_window}.')
 
 
 def _privacy(cfg: TrainConfig):
@@ -342,11 +361,14 @@ def _init_state(model, tx, sample, seed: int, ensemble: Optional[Ensemble]):
   return jensemble.create_ensemble_state(model, tx, sample, ensemble.seeds(seed))
 
 
-def _compiled_steps(task, augment, class_weights, privacy, mesh, ensemble):
+def _compiled_steps(cfg, task, augment, class_weights, privacy, mesh, ensemble):
   """(train_fn, eval_fn): the data-parallel train step over [steps, batch, ...] dispatches and
-  the jitted eval step; under `ensemble`, both vmapped over the members."""
-  train = steps.bind(steps.train_steps, task, augment, class_weights, privacy)
-  evaluate_ = steps.bind(steps.eval_step, task)
+  the jitted eval step (through sliding windows when `cfg.eval_window`); under `ensemble`,
+  both vmapped over the members."""
+  train = steps.bind(steps.train_steps, task, augment, class_weights, privacy,
+                     patch_size=cfg.patch_size)
+  evaluate_ = steps.bind(steps.eval_step, task, window=cfg.eval_window,
+                         stride=cfg.eval_stride)
   if ensemble is None:
     return parallel.data_parallel(train, mesh, batch_axis=1), jax.jit(evaluate_)
   # Members own axis 1 of the batches when each draws its own, else share them.
@@ -683,6 +705,8 @@ def _finish(run: _Run, state, best: Optional[dict], step: int, stopped_early: bo
     write_json(run.path('summary.json'), summary)
     if run.ensemble and run.task.probabilistic:
       _reliability_diagram(run, predictions)
+    if run.task.spatial_labels and not run.ensemble:
+      _overlays(run, predictions)
     _training_curves(run)
   return summary
 
@@ -693,6 +717,19 @@ def _training_curves(run: _Run) -> None:
   from jmed import plots  # pylint: disable=g-import-not-at-top
   plots.training_curves(logs.read_records(run.path('metrics.jsonl')), run.path('curves.png'),
                         run.metric)
+
+
+OVERLAYS = 8  # test images drawn as overlays/test_<i>.png after a segmentation run
+
+
+def _overlays(run: _Run, probabilities) -> None:
+  """overlays/test_<i>.png for the first `OVERLAYS` test images: image, ground truth and the
+  reported checkpoint's prediction side by side."""
+  from jmed import plots  # pylint: disable=g-import-not-at-top
+  images, masks = run.dataset.splits['test']
+  n = min(OVERLAYS, len(masks))
+  plots.segmentation_overlays(np.asarray(images[:n]), np.asarray(masks[:n]),
+                              np.argmax(probabilities[:n], -1), run.path('overlays'), 'test')
 
 
 def _reliability_diagram(run: _Run, member_probs) -> None:

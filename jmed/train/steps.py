@@ -9,8 +9,9 @@ A batch is a dict of arrays with a leading [batch] axis:
             [batch, height, width], ...
   'valid':  evaluation only: [batch] 1 for a real example, 0 for padding.
 
-`task` (a `jmed.tasks.Task` or its name), `augment`, `class_weights` and `privacy` are static:
-bind them with `bind` (or `functools.partial`) before `jax.jit`.
+`task` (a `jmed.tasks.Task` or its name), `augment`, `class_weights`, `privacy`, `patch_size`
+(training) and `window`, `stride` (evaluation) are static: bind them with `bind` (or
+`functools.partial`) before `jax.jit`.
 """
 
 import functools
@@ -19,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from jmed import privacy as jprivacy
+from jmed import segmentation
 from jmed import tasks
 from jmed.data import augment as jaugment
 
@@ -40,7 +42,7 @@ def apply_model(state, params, inputs, *, train: bool, rng=None):
 
 
 def train_step(state, batch, *, task='multiclass', augment=None, class_weights=None,
-               privacy=None):
+               privacy=None, patch_size=0):
   """One optimizer step on a global batch; returns (new_state, metrics).
 
   Args:
@@ -48,11 +50,14 @@ def train_step(state, batch, *, task='multiclass', augment=None, class_weights=N
     batch: {'inputs': [batch, ...], 'labels': [batch, ...]}.
     task: a `jmed.tasks.Task` or its name (static): the loss and the logged train metrics.
     augment: None, a preset name or a `jmed.data.augment.AugmentConfig` (static); applied on
-      device to the inputs with a key derived from the state's rng and step.
+      device to the inputs with a key derived from the state's rng and step; for a task with
+      spatial labels (segmentation) the masks move with the same geometry.
     class_weights: None, or one loss weight per class (static tuple; single-label tasks): the
       gradient follows the weighted mean loss, the logged loss stays unweighted.
     privacy: None, or (l2_clip, noise_multiplier) (static) for a DP-SGD step: per-example
       gradients clipped and noised by `jmed.privacy.clipped_noisy_mean`.
+    patch_size: > 0 (static; spatial-label tasks, 2D): train on one random patch_size x
+      patch_size window of each (augmented) image and its mask, cropped on device.
 
   Returns:
     The new state and metrics that add up across steps and devices: 'loss_sum', 'count', one
@@ -62,8 +67,9 @@ def train_step(state, batch, *, task='multiclass', augment=None, class_weights=N
   task = tasks.get(task)
   rng = jax.random.fold_in(state.rng, state.step)  # dropout key
   inputs, labels = batch['inputs'], batch['labels']
-  if augment is not None:
-    inputs = jaugment.augment_batch(jax.random.fold_in(rng, 1), inputs, augment)
+  if augment is not None or patch_size:
+    inputs, labels = _augment(jax.random.fold_in(rng, 1), inputs, labels, task, augment,
+                              patch_size)
 
   def loss_fn(params, inputs, labels, rng):
     outputs, model_state = apply_model(state, params, inputs, train=True, rng=rng)
@@ -90,6 +96,14 @@ def train_step(state, batch, *, task='multiclass', augment=None, class_weights=N
   return state, metrics
 
 
+def _augment(rng, inputs, labels, task, augment, patch_size):
+  """(inputs, labels) augmented (labels too when they are maps aligned with the inputs) and
+  cropped to patches."""
+  if not task.spatial_labels:
+    return jaugment.augment_batch(rng, inputs, augment or 'none', patch_size=patch_size), labels
+  return jaugment.augment_batch(rng, inputs, augment or 'none', labels, patch_size=patch_size)
+
+
 def _private_grads(loss_fn, params, inputs, labels, rng, privacy):
   """DP-SGD gradient of `loss_fn`, one example at a time, each with its own dropout key."""
   l2_clip, noise_multiplier = privacy
@@ -107,7 +121,7 @@ def _private_grads(loss_fn, params, inputs, labels, rng, privacy):
 
 
 def train_steps(state, batches, *, task='multiclass', augment=None, class_weights=None,
-                privacy=None):
+                privacy=None, patch_size=0):
   """`train_step` over a leading axis of batches ([steps, batch, ...]), unrolled in one program.
 
   Unrolled rather than `lax.scan`: XLA:CPU runs convolutions inside loops far slower. Returns the
@@ -117,13 +131,18 @@ def train_steps(state, batches, *, task='multiclass', augment=None, class_weight
   per_step = []
   for i in range(num_steps):
     state, metrics = train_step(state, jax.tree.map(lambda x: x[i], batches), task=task,
-                                augment=augment, class_weights=class_weights, privacy=privacy)
+                                augment=augment, class_weights=class_weights, privacy=privacy,
+                                patch_size=patch_size)
     per_step.append(metrics)
   return state, jax.tree.map(lambda *xs: jnp.stack(xs), *per_step)
 
 
-def eval_step(state, batch, *, task='multiclass'):
+def eval_step(state, batch, *, task='multiclass', window=0, stride=0):
   """Masked evaluation sums and per-example predictions of a padded batch.
+
+  With `window` > 0 (static; 2D images), the model sees overlapping window x window tiles
+  (`stride` apart, 0: window // 2) and their logits are averaged
+  (`jmed.segmentation.sliding_window`), for images too large to take whole.
 
   Returns:
     {'loss_sum', 'count'}: sums over the real examples; 'predictions': `task.predict` of every
@@ -131,7 +150,12 @@ def eval_step(state, batch, *, task='multiclass'):
     [batch, targets], per-pixel probabilities, ...), for the host metrics of a whole split.
   """
   task = tasks.get(task)
-  outputs, _ = apply_model(state, state.params, batch['inputs'], train=False)
+  if window:
+    outputs = segmentation.sliding_window(
+        lambda x: apply_model(state, state.params, x, train=False)[0], batch['inputs'], window,
+        stride)
+  else:
+    outputs, _ = apply_model(state, state.params, batch['inputs'], train=False)
   valid = batch['valid']
   losses = task.loss(outputs, batch['labels'], valid)
   return {
@@ -141,9 +165,11 @@ def eval_step(state, batch, *, task='multiclass'):
   }
 
 
-def bind(step_fn, task, augment=None, class_weights=None, privacy=None):
-  """`step_fn` with its static `task` (and `augment`, `class_weights` and `privacy`, for
-  training steps) bound."""
-  kwargs = {'augment': augment, 'class_weights': class_weights, 'privacy': privacy}
+def bind(step_fn, task, augment=None, class_weights=None, privacy=None, **static):
+  """`step_fn` with its static `task` (and `augment`, `class_weights`, `privacy` and
+  `patch_size`, for training steps; `window` and `stride` for `eval_step`) bound; None or 0
+  leaves a keyword at its default."""
+  kwargs = {'augment': augment, 'class_weights': class_weights, 'privacy': privacy,
+            **{k: v for k, v in static.items() if v}}
   return functools.partial(step_fn, task=tasks.get(task),
                            **{k: v for k, v in kwargs.items() if v is not None})
