@@ -12,7 +12,8 @@ import pytest
 from conftest import run_on_forced_devices
 from jmed import models
 from jmed import tasks
-from jmed.models.resnet import BottleneckBlock, Conv3D, ResNet
+from jmed.models.layers import Conv3D
+from jmed.models.resnet import BottleneckBlock, ResNet
 
 
 def _tiny(**kw):

@@ -7,7 +7,7 @@ from jmed.errors import ConfigError
 from jmed.models.cnn import SeedCNN
 from jmed.models.grud import GRUDCell, GRUDClassifier
 from jmed.models.heads import DiscreteTimeHead
-from jmed.models.layers import Conv, ValidConv, max_pool
+from jmed.models.layers import Conv, Conv3D, ValidConv, max_pool
 from jmed.models.mlp import MLP
 from jmed.models.recurrent import RNNClassifier, RNNEncoder
 from jmed.models.resnet import ResNet, ResNet18, ResNet18_3D, ResNet50, ResNet50_3D
@@ -15,7 +15,8 @@ from jmed.models.text_cnn import TextCNN
 from jmed.models.transformer import EncoderBlock, TransformerClassifier, TransformerEncoder
 from jmed.models.unet import UNet
 
-__all__ = ['Conv', 'DiscreteTimeHead', 'EncoderBlock', 'GRUDCell', 'GRUDClassifier', 'MLP', 'MODELS',
+__all__ = ['Conv', 'Conv3D', 'DiscreteTimeHead', 'EncoderBlock', 'GRUDCell', 'GRUDClassifier',
+           'MLP', 'MODELS',
            'RNNClassifier', 'RNNEncoder', 'ResNet', 'ResNet18', 'ResNet18_3D', 'ResNet50',
            'ResNet50_3D', 'SeedCNN', 'TextCNN',
            'TransformerClassifier', 'TransformerEncoder', 'UNet', 'ValidConv', 'get_model',

@@ -1,5 +1,6 @@
 """Building blocks shared by jmed's image models."""
 
+import itertools
 from typing import Any, Callable, Sequence
 
 import flax.linen as nn
@@ -28,52 +29,59 @@ def max_pool(x, window: int = 2):
   return x.reshape(b, h2, window, w2, window, c).max(axis=(2, 4))
 
 
-def _patches(x, kernel_size: Sequence[int], strides: Sequence[int] = (1, 1)):
-  """[batch, h, w, c] -> [batch, out_h, out_w, kh * kw * c] ('VALID' im2col with strides)."""
-  kh, kw = kernel_size
-  sh, sw = strides
-  out_h, out_w = (x.shape[1] - kh) // sh + 1, (x.shape[2] - kw) // sw + 1
-  if x.shape[1] < kh or x.shape[2] < kw:
+def _patches(x, kernel_size: Sequence[int], strides: Sequence[int]):
+  """[batch, *spatial, c] -> [batch, *out_spatial, prod(kernel_size) * c] ('VALID' im2col with
+  strides), for 2 or 3 spatial axes; the shifted copies in the kernel's row-major order."""
+  spatial = x.shape[1:-1]
+  if any(n < k for n, k in zip(spatial, kernel_size)):
     raise ValueError(f'Input {x.shape} is smaller than the kernel {tuple(kernel_size)}.')
-  shifted = [x[:, i:i + (out_h - 1) * sh + 1:sh, j:j + (out_w - 1) * sw + 1:sw]
-             for i in range(kh) for j in range(kw)]
+  out = [(n - k) // s + 1 for n, k, s in zip(spatial, kernel_size, strides)]
+  shifted = [x[(slice(None), *(slice(i, i + (o - 1) * s + 1, s)
+                               for i, o, s in zip(offset, out, strides)))]
+             for offset in itertools.product(*(range(k) for k in kernel_size))]
   return jnp.concatenate(shifted, axis=-1)
 
 
-def _use_im2col(impl: str, in_features: int) -> bool:
+def _use_im2col(impl: str, in_features: int, rank: int) -> bool:
+  """'auto': im2col on CPU, except a 2D convolution of a one-channel input (XLA's own is faster
+  there, `scripts/bench_seed_cnn.py`); XLA:CPU's native 3D convolution is slow for any input."""
   if impl not in ('auto', 'xla', 'im2col'):
     raise ValueError(f"impl must be 'auto', 'xla' or 'im2col', got {impl!r}.")
   if impl != 'auto':
     return impl == 'im2col'
-  return jax.default_backend() == 'cpu' and in_features > 1
+  return jax.default_backend() == 'cpu' and (in_features > 1 or rank == 3)
+
+
+_DIMENSIONS = {2: ('NHWC', 'HWIO', 'NHWC'), 3: ('NDHWC', 'DHWIO', 'NDHWC')}  # by spatial rank
 
 
 def _convolve(module, x, *, strides, pads):
-  """The shared body of `ValidConv` and `Conv`: creates `kernel` (and `bias`) in `module`.
+  """The shared body of `ValidConv`, `Conv` and `Conv3D`: creates `kernel` (and `bias`) in
+  `module`.
 
   Args:
     module: the calling module (fields features, kernel_size, use_bias, impl, kernel_init,
       dtype, param_dtype); parameters are created in its scope.
-    x: [batch, h, w, in].
-    strides: (sh, sw).
-    pads: ((top, bottom), (left, right)) zero padding.
+    x: [batch, *spatial, in], 2 or 3 spatial axes.
+    strides: one per spatial axis.
+    pads: (before, after) zero padding per spatial axis.
 
   Returns:
-    [batch, out_h, out_w, features] in `module.dtype`.
+    [batch, *out_spatial, features] in `module.dtype`.
   """
-  kh, kw = module.kernel_size
+  kernel_size = tuple(module.kernel_size)
   in_features = x.shape[-1]
   kernel = module.param('kernel', module.kernel_init,
-                        (kh, kw, in_features, module.features), module.param_dtype)
+                        (*kernel_size, in_features, module.features), module.param_dtype)
   x, kernel = x.astype(module.dtype), kernel.astype(module.dtype)
-  if _use_im2col(module.impl, in_features):
+  if _use_im2col(module.impl, in_features, len(kernel_size)):
     if any(p for pair in pads for p in pair):
       x = jnp.pad(x, ((0, 0), *pads, (0, 0)))
-    patches = _patches(x, (kh, kw), strides)
-    y = jnp.dot(patches, kernel.reshape(kh * kw * in_features, module.features))
+    patches = _patches(x, kernel_size, tuple(strides))
+    y = jnp.dot(patches, kernel.reshape(-1, module.features))
   else:
-    y = jax.lax.conv_general_dilated(
-        x, kernel, tuple(strides), pads, dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    y = jax.lax.conv_general_dilated(x, kernel, tuple(strides), tuple(pads),
+                                     dimension_numbers=_DIMENSIONS[len(kernel_size)])
   if module.use_bias:
     bias = module.param('bias', nn.initializers.zeros, (module.features,), module.param_dtype)
     y = y + bias.astype(module.dtype)
@@ -141,7 +149,16 @@ class Conv(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    """Maps [batch, h, w, in] to [batch, out_h, out_w, features]."""
-    kh, kw = self.kernel_size
+    """Maps [batch, h, w, in] to [batch, out_h, out_w, features] ([batch, d, h, w, in] to
+    [batch, out_d, out_h, out_w, features] with 3-tuple `kernel_size` and `strides`)."""
     return _convolve(self, x, strides=self.strides,
-                     pads=((kh // 2, kh // 2), (kw // 2, kw // 2)))
+                     pads=tuple((k // 2, k // 2) for k in self.kernel_size))
+
+
+class Conv3D(Conv):
+  """`Conv` for volumes [batch, d, h, w, in]: `kernel` [kd, kh, kw, in, out], 3-tuple
+  `kernel_size` and `strides`. 'auto' picks im2col on CPU for every input: XLA:CPU's native 3D
+  convolution, its backward pass above all, is many times slower."""
+
+  kernel_size: Sequence[int] = (3, 3, 3)
+  strides: Sequence[int] = (1, 1, 1)

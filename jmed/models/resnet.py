@@ -19,10 +19,9 @@ import functools
 from typing import Any, Callable, Optional, Sequence
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
-from jmed.models.layers import Conv
+from jmed.models.layers import Conv, Conv3D
 
 STEMS = ('small', 'imagenet')
 
@@ -31,67 +30,6 @@ def _kernels(x, strides: int):
   """(3x3[x3] kernel, 1x1[x1] kernel, strides) for the spatial rank of x [batch, *spatial, c]."""
   rank = x.ndim - 2
   return (3,) * rank, (1,) * rank, (strides,) * rank
-
-
-class Conv3D(nn.Module):
-  """A 3D convolution with `jmed.models.layers.Conv`'s interface and padding: `k // 2` zeros on
-  every side (PyTorch's convention), `kernel` [kd, kh, kw, in, out] (`nn.Conv`'s layout).
-
-  `impl`: 'xla' (`lax.conv_general_dilated`, best on GPU/TPU), 'im2col' (the k^3 shifted
-  copies concatenated and one matmul: XLA:CPU's native 3D convolution, its backward pass above
-  all, is many times slower) or 'auto' (im2col on CPU, else xla).
-
-  Attributes as `jmed.models.layers.Conv`, with 3-tuples for `kernel_size` and `strides`.
-  """
-
-  features: int
-  kernel_size: Sequence[int] = (3, 3, 3)
-  strides: Sequence[int] = (1, 1, 1)
-  use_bias: bool = True
-  impl: str = 'auto'
-  kernel_init: Callable = nn.initializers.lecun_normal()
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x):
-    """Maps [batch, d, h, w, in] to [batch, out_d, out_h, out_w, features]."""
-    ks, st = tuple(self.kernel_size), tuple(self.strides)
-    kernel = self.param('kernel', self.kernel_init, (*ks, x.shape[-1], self.features),
-                        self.param_dtype)
-    x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
-    pads = [(k // 2, k // 2) for k in ks]
-    if _im2col(self.impl):
-      patches = _patches3d(jnp.pad(x, ((0, 0), *pads, (0, 0))), ks, st)
-      y = jnp.dot(patches, kernel.reshape(-1, self.features))
-    else:
-      y = jax.lax.conv_general_dilated(x, kernel, st, pads,
-                                       dimension_numbers=('NDHWC', 'DHWIO', 'NDHWC'))
-    if self.use_bias:
-      y = y + self.param('bias', nn.initializers.zeros, (self.features,),
-                         self.param_dtype).astype(self.dtype)
-    return y
-
-
-def _im2col(impl: str) -> bool:
-  if impl not in ('auto', 'xla', 'im2col'):
-    raise ValueError(f"impl must be 'auto', 'xla' or 'im2col', got {impl!r}.")
-  return impl == 'im2col' or (impl == 'auto' and jax.default_backend() == 'cpu')
-
-
-def _patches3d(x, kernel_size, strides):
-  """[b, d, h, w, c] (padded) -> [b, od, oh, ow, kd * kh * kw * c] ('VALID' im2col)."""
-  if any(n < k for n, k in zip(x.shape[1:4], kernel_size)):
-    raise ValueError(f'Input {x.shape} is smaller than the kernel {kernel_size}.')
-  out = [(n - k) // s + 1 for n, k, s in zip(x.shape[1:4], kernel_size, strides)]
-  if kernel_size == (1, 1, 1):
-    return x[:, ::strides[0], ::strides[1], ::strides[2]]
-  views = [x[:, i:i + (out[0] - 1) * strides[0] + 1:strides[0],
-             j:j + (out[1] - 1) * strides[1] + 1:strides[1],
-             k:k + (out[2] - 1) * strides[2] + 1:strides[2]]
-           for i in range(kernel_size[0]) for j in range(kernel_size[1])
-           for k in range(kernel_size[2])]
-  return jnp.concatenate(views, axis=-1)
 
 
 def _conv(rank: int):
