@@ -55,7 +55,8 @@ SPLITS = ('train', 'validation', 'test')
 SPLIT_RULE = 'file groups + stratified validation'
 # DataConfig fields that name table columns or split rules: no meaning for an HDF5 file.
 _TABLE_FIELDS = ('label_column', 'time_column', 'event_column', 'feature_columns',
-                 'ignore_columns', 'split_column', 'group_column')
+                 'ignore_columns', 'split_column', 'group_column', 'treatment_column',
+                 'potential_outcome_columns')
 
 Split = Tuple[np.ndarray, np.ndarray]
 Group = Tuple[np.ndarray, np.ndarray, np.ndarray]  # x, t, e.

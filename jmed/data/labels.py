@@ -3,6 +3,8 @@
 `infer_task` reads the task from the flags and the values when `DataConfig.task` is 'auto':
 
   * --time-column and --event-column: 'survival';
+  * --treatment-column: 'treatment_effect' (the outcome is --label-column; optional
+    --potential-outcome-columns mu0,mu1 for simulated data);
   * several --label-column columns: 'multilabel' when every cell is 0, 1 or empty (missing),
     else 'regression' (one target per column);
   * one column: 'binary' with two distinct values, 'multiclass' with text values or up to
@@ -11,6 +13,10 @@
 Class names are the distinct values of the training rows, as text ('1.0' and '1' are one class),
 sorted (numerically when all are numbers): class id i is the i-th. For 'binary' the second
 class is the positive one (1 of 0/1, 'yes' of no/yes), the one AUROC and sensitivity refer to.
+
+Kinds that read several columns in fixed roles (`Task.column_roles`) are read by their roles:
+('time', 'event') survival, ('treatment', 'outcome', 'mu0', 'mu1') treatment effect, whose
+labels are float32 [n, 4] with mu0 and mu1 NaN when the file has no such columns.
 """
 
 import dataclasses
@@ -25,6 +31,7 @@ from jmed.errors import ConfigError, DataError
 MAX_CLASSES = 20  # more distinct whole numbers than this in one column: a regression target
 _TRUE = ('1', '1.0', 'true', 'True', 'TRUE')
 _FALSE = ('0', '0.0', 'false', 'False', 'FALSE')
+_TREATMENT = 'treatment'  # the role of a treatment-effect kind's first label column
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,7 +40,8 @@ class Labels:
 
   Attributes:
     task: the task kind's name (a key of `jmed.tasks.TASKS`).
-    columns: the label columns; (time, event) for 'survival'.
+    columns: the label columns; (time, event) for 'survival'; (treatment, outcome[, mu0,
+      mu1]) for 'treatment_effect'.
     classes: class names in id order ('binary' and 'multiclass').
   """
 
@@ -46,7 +54,10 @@ class Labels:
     """The model's outputs."""
     if self.classes:
       return len(self.classes)
-    if tasks.get(self.task).column_roles:  # survival: one risk score
+    roles = tasks.get(self.task).column_roles
+    if _TREATMENT in roles:  # the two potential outcomes
+      return 2
+    if roles:  # survival: one risk score
       return 1
     return len(self.columns)
 
@@ -66,6 +77,8 @@ class Labels:
     task = tasks.get(self.task)
     if self.classes:
       return _class_ids(frame, self.columns[0], path, self.classes)
+    if _TREATMENT in task.column_roles:
+      return _treatment_effect(frame, path, *self.columns)
     if task.column_roles:
       return _survival(frame, path, *self.columns)
     return np.stack([_parsed(frame, column, path, task) for column in self.columns],
@@ -81,11 +94,15 @@ class Labels:
 
 
 def label_columns(data) -> Tuple[str, ...]:
-  """The label columns a `DataConfig` names: (time, event) for survival, else --label-column's.
+  """The label columns a `DataConfig` names: (time, event) for survival, (treatment, outcome
+  [, mu0, mu1]) for a treatment effect, else --label-column's.
 
   Raises:
-    ConfigError: none named, or only one of --time-column and --event-column.
+    ConfigError: none named, only one of --time-column and --event-column, or a treatment
+      effect without one outcome column or with other than two potential-outcome columns.
   """
+  if data.treatment_column or data.potential_outcome_columns:
+    return _effect_columns(data)
   if data.time_column or data.event_column:
     if not (data.time_column and data.event_column):
       raise ConfigError('survival needs both --time-column and --event-column.')
@@ -101,11 +118,20 @@ def infer_task(frame, path: str, data) -> str:
   """The task of `data.task`, or inferred from the label columns' values when 'auto' (see the
   module docstring). Raises ConfigError when the given task does not fit the columns."""
   columns = label_columns(data)
-  files.require_columns(frame, columns, path, '--time-column/--event-column'
-                        if data.time_column else '--label-column')
+  flags = ('--time-column/--event-column' if data.time_column else
+           '--treatment-column/--label-column/--potential-outcome-columns'
+           if data.treatment_column else '--label-column')
+  files.require_columns(frame, columns, path, flags)
   survival = bool(data.time_column)
+  effect = bool(data.treatment_column)
   kind = tasks.TASKS.get(data.task)  # None for 'auto'
   if kind is not None:
+    if (_TREATMENT in kind.column_roles) != effect:
+      raise ConfigError(f'task {data.task!r} does not fit the columns given: a treatment '
+                        'effect needs --treatment-column (with the outcome as --label-column), '
+                        'and --treatment-column applies to task treatment_effect only.')
+    if effect:
+      return data.task
     if bool(kind.column_roles) != survival:
       raise ConfigError(f'task {data.task!r} does not fit the columns given: survival needs '
                         '--time-column and --event-column, every other task --label-column.')
@@ -114,6 +140,8 @@ def infer_task(frame, path: str, data) -> str:
     return data.task
   if survival:
     return 'survival'
+  if effect:
+    return _effect_task()
   if len(columns) > 1:
     binary_cells = all(set(_texts(frame[c])) <= set(_TRUE + _FALSE + ('',)) for c in columns)
     return 'multilabel' if binary_cells else 'regression'
@@ -129,10 +157,11 @@ def infer_task(frame, path: str, data) -> str:
 
 def strata(frame, path: str, data, task: str) -> Optional[np.ndarray]:
   """[n] what a stratified split keeps in proportion: the class of single-label
-  classification, survival's event; None for other tasks."""
+  classification, survival's event; None for other tasks (a treatment effect is split at
+  random, as Shalit et al. split IHDP)."""
   columns = label_columns(data)
   kind = tasks.get(task)
-  if kind.column_roles:  # survival: keep the share of events
+  if 'event' in kind.column_roles:  # survival: keep the share of events
     return _texts(frame[columns[kind.column_roles.index('event')]])
   if kind.class_names:
     return np.asarray(_class_names(_texts(frame[columns[0]])))
@@ -157,6 +186,37 @@ def fit_labels(frame, path: str, data, task: str) -> Labels:
     raise DataError(f'{error} The training rows hold the classes {list(classes)[:10]}.'
                     ) from None
   return Labels(task=task, columns=columns, classes=classes)
+
+
+def _effect_columns(data) -> Tuple[str, ...]:
+  """(treatment, outcome[, mu0, mu1]) of a treatment-effect `DataConfig`."""
+  if not data.treatment_column:
+    raise ConfigError('--potential-outcome-columns needs --treatment-column (and the outcome '
+                      'as --label-column).')
+  if data.time_column or data.event_column:
+    raise ConfigError('--treatment-column and --time-column/--event-column exclude each other: '
+                      'a treatment effect has one outcome column (--label-column).')
+  outcome = files.columns_of(data.label_column)
+  if len(outcome) != 1:
+    raise ConfigError('a treatment effect needs exactly one outcome column: --label-column '
+                      f'NAME (got {outcome or "none"}).')
+  potential = files.columns_of(data.potential_outcome_columns)
+  if len(potential) not in (0, 2):
+    raise ConfigError('--potential-outcome-columns takes two columns, mu0,mu1 (the expected '
+                      f'outcome under control, then under treatment); got {potential}.')
+  columns = (data.treatment_column, outcome[0], *potential)
+  if len(set(columns)) != len(columns):
+    raise ConfigError(f'the treatment, outcome and potential-outcome columns must differ; got '
+                      f'{list(columns)}.')
+  return columns
+
+
+def _effect_task() -> str:
+  """The name of the task kind whose labels have the treatment role."""
+  for name, kind in tasks.TASKS.items():
+    if _TREATMENT in kind.column_roles:
+      return name
+  raise ConfigError('no treatment-effect task is registered in jmed.tasks.')
 
 
 # ---------------------------------------------------------------- cells
@@ -239,3 +299,21 @@ def _survival(frame, path: str, time_column: str, event_column: str) -> np.ndarr
                       f'{cell!r} is not 1 (event) or 0 (censored).')
     events[position] = 1.0 if cell in _TRUE else 0.0
   return np.stack([times.astype(np.float32), events], axis=1)
+
+
+def _treatment_effect(frame, path: str, treatment_column: str, outcome_column: str,
+                      mu0_column: Optional[str] = None,
+                      mu1_column: Optional[str] = None) -> np.ndarray:
+  """float32 [n, 4]: treatment (0/1), the finite outcome, mu0 and mu1 (NaN without columns)."""
+  treatment = np.empty(len(frame), np.float32)
+  for position, cell in enumerate(_texts(frame[treatment_column])):
+    if cell not in _TRUE + _FALSE:
+      raise DataError(f'{files.where(path, frame.index[position], treatment_column)}: '
+                      f'treatment {cell!r} is not 1 (treated) or 0 (control).')
+    treatment[position] = 1.0 if cell in _TRUE else 0.0
+  outcome = files.numeric(frame, outcome_column, path)
+  if mu0_column is None:
+    mu0 = mu1 = np.full(len(frame), np.nan)
+  else:
+    mu0, mu1 = (files.numeric(frame, c, path) for c in (mu0_column, mu1_column))
+  return np.stack([treatment, outcome, mu0, mu1], axis=1).astype(np.float32)

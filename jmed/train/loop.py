@@ -48,7 +48,7 @@ from jmed.train import checkpoint, logs, parallel, steps
 from jmed.train.state import create_train_state
 
 __all__ = ['Ensemble', 'NonFiniteLossError', 'RESUMABLE_FIELDS', 'build_model', 'check_config',
-           'check_resume', 'evaluate', 'fit', 'has_checkpoint', 'load_dataset',
+           'check_resume', 'configured_task', 'evaluate', 'fit', 'has_checkpoint', 'load_dataset',
            'train_and_evaluate', 'write_json']
 
 # TrainConfig fields a resumed run may change: its length, where files are, how often it saves,
@@ -215,7 +215,8 @@ def _differences(old: dict, new: dict, defaults: dict, prefix: str = ''):
   for key in [*new, *(k for k in old if k not in new)]:  # in the config's field order
     default = defaults.get(key) if isinstance(defaults, dict) else None
     a, b = old.get(key, default), new.get(key)
-    if isinstance(a, dict) and isinstance(b, dict) and key != 'model_kwargs':
+    if isinstance(a, dict) and isinstance(b, dict) and key not in ('model_kwargs',
+                                                                   'task_kwargs'):
       yield from _differences(a, b, default or {}, f'{prefix}{key}.')
     elif a != b:
       yield f'{prefix}{key}', a, b
@@ -255,7 +256,7 @@ def load_dataset(cfg: TrainConfig):
 def _setup(cfg: TrainConfig, dataset, ensemble: Optional[Ensemble]):
   """Checks everything that can fail on bad input, then creates the output directory, the
   state (restored on resume), the compiled steps and the logs. Returns (run, state)."""
-  task = tasks.get(dataset.task).fit_to(dataset.splits['train'][1])
+  task = configured_task(cfg, dataset.task).fit_to(dataset.splits['train'][1])
   metric = task.select_metric(cfg.select_metric)
   class_weights = _class_weights(cfg, task, dataset)
   augment = _augment(cfg, task)
@@ -284,6 +285,25 @@ def _setup(cfg: TrainConfig, dataset, ensemble: Optional[Ensemble]):
               privacy=privacy, primary=distributed.is_primary())
   state = _open_output_dir(run, state, make_schedule(cfg.optimizer, total_steps))
   return run, state
+
+
+def configured_task(cfg: TrainConfig, name: str) -> tasks.Task:
+  """The task `name` with the fields `cfg.task_kwargs` sets (before `fit_to`).
+
+  Raises:
+    ConfigError: a key that is not a field of the task; the message lists the valid ones.
+  """
+  task = tasks.get(name)
+  if not cfg.task_kwargs:
+    return task
+  valid = [f.name for f in dataclasses.fields(task)]
+  unknown = sorted(set(cfg.task_kwargs) - set(valid))
+  if unknown:
+    raise ConfigError(f'task_kwargs {unknown} do not apply to task {task.name!r}; valid keys: '
+                      f'{", ".join(valid) or "none"}.')
+  # JSON gives lists; tuples keep the task hashable (a static argument of the steps).
+  return dataclasses.replace(task, **{k: tuple(v) if isinstance(v, list) else v
+                                      for k, v in cfg.task_kwargs.items()})
 
 
 def _check_divisible(field: str, batch_size: int, mesh) -> None:
