@@ -56,6 +56,22 @@ def packed_series(rng, batch=3, steps=6, features=4):
   return x
 
 
+def packed_graphs(rows=6):
+  """Packed D-MPNN input [3, rows, 17] (see jmed.data.graphs.pack) without RDKit: ethanol-like
+  C-C-O (3 atoms, 4 directed bonds), a C=O pair and a lone atom."""
+  from jmed.data import graphs
+  def graph(atomic_numbers, bonds):
+    atoms = np.array([[z - 1, 1, 4, 0, 1, 2, 0, z * 0.012] for z in atomic_numbers], np.float32)
+    pairs = [(v, w) for v, w, _ in bonds for v, w in ((v, w), (w, v))]
+    codes = np.array([[kind, 0, 0, 0] for _, _, kind in bonds for _ in (0, 1)],
+                     np.float32).reshape(-1, 4)
+    source = np.array([v for v, _ in pairs], np.int64)
+    target = np.array([w for _, w in pairs], np.int64)
+    return graphs.Graph(atoms, codes, source, target, np.arange(len(pairs)) ^ 1)
+  return graphs.pack([graph([6, 6, 8], [(0, 1, 0), (1, 2, 0)]), graph([6, 8], [(0, 1, 1)]),
+                      graph([7], [])], rows)
+
+
 def run_on_forced_devices(tmp_path, devices: int, script: str, inputs_path):
   """Runs `script` in a fresh Python with `devices` forced CPU devices.
 

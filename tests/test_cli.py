@@ -32,7 +32,7 @@ def no_training(monkeypatch):
 @pytest.mark.parametrize('flags', [
     ['--dtype', 'float8'], ['--model', 'vgg'], ['--dataset', 'cifar10'], ['--augment', 'flips'],
     ['--optimizer', 'adagrad'], ['--schedule', 'linear'], ['--class-weights', 'inverse'],
-    ['--select-metric', 'kappa'], ['--tokenizer', 'bpe'], ['--molecule-features', 'graph'],
+    ['--select-metric', 'kappa'], ['--tokenizer', 'bpe'], ['--molecule-features', 'coulomb'],
     ['--molecule-split', 'time'], ['--dp-accountant', 'moments'], ['--source', 'xlsx'],
     ['--task', 'ranking'], ['--split', 'temporal'], ['--missing', 'drop'], ['--channels', '2']])
 def test_enumerated_flags_are_refused_before_any_data(script, no_training, tmp_path, capsys,

@@ -1,5 +1,5 @@
 """The 'smiles' source: a table of molecules (a SMILES column and label columns) as SMILES token
-ids or Morgan fingerprints; MoleculeNet's ESOL, BBBP and Tox21 are presets of it.
+ids or Morgan fingerprints; MoleculeNet's ESOL, BBBP, Tox21, SIDER and ClinTox are presets of it.
 
 A user's file (CSV, TSV, Parquet or JSON Lines, see `jmed.data.files`) names its SMILES column
 with `DataConfig.smiles_column` and its targets with `DataConfig.label_column` (comma-separated
@@ -16,9 +16,14 @@ data row (1 = first row after the header), the column and the SMILES, unless
 
 Features (`MoleculeConfig.features`) are atom-level SMILES token ids (`jmed.text.smiles`, the
 vocabulary learned on the training split only) as int32 `[n, max_length]`, or RDKit Morgan
-fingerprints (radius 2) as float32 `[n, bits]` in {0, 1}. The split depends on the molecules
-only, so both kinds of features of one file, split and seed hold the same molecules in the
-same order.
+fingerprints (radius 2) as float32 `[n, bits]` in {0, 1}, or ('graph') molecular graphs for
+the D-MPNN packed as float32 `[n, rows, 17]` (`jmed.data.graphs`: Chemprop's atom and bond
+features; `rows`, the padding budget, fits the file's largest molecule and is saved in
+preprocessing.json as 'graph_rows'; a larger molecule in a file scored later enlarges it), with
+'graph_descriptors' RDKit's 2D descriptors after each graph (standardised by the training
+split's statistics, also saved; `model_kwargs` gives the model their number). The split depends
+on the molecules only, so all kinds of features of one file, split and seed hold the same
+molecules in the same order.
 
 `PRESETS` are MoleculeNet's files as such tables:
 
@@ -29,10 +34,22 @@ same order.
   * 'tox21' (`tox21.csv` or `tox21.csv.gz`, 7,823 molecules): 12 toxicity assays
     (`TOX21_TASKS`), an empty cell when not measured; 'multilabel', int32 `[n, 12]` in
     {-1, 0, 1}.
+  * 'sider' (`sider.csv`, 1,427 marketed drugs): side effects (adverse drug reactions) in 27
+    MedDRA system organ classes (`SIDER_TASKS`; several names hold commas); 'multilabel',
+    int32 `[n, 27]` in {0, 1} (the file has no empty cell).
+  * 'clintox' (`clintox.csv`, 1,478 drugs and failed candidates): FDA approval and failure of
+    clinical trials for toxicity, columns 'FDA_APPROVED' and 'CT_TOX' (`CLINTOX_TASKS`);
+    'multilabel' with 2 labels as MoleculeNet treats it, int32 `[n, 2]`. Rows whose SMILES
+    RDKit cannot parse are dropped and logged (`MoleculeConfig.skip_invalid`, the presets'
+    default); RDKit 2026.09 parses all 1,478 (and all of SIDER's). The file spells its
+    failed and unapproved molecules differently: all in Kekulé form (no aromatic 'c' token,
+    against 73% of the approved ones) and none protonated ('[NH+]'), so SMILES token models
+    can score by spelling; `MoleculeConfig.canonical` (RDKit's canonical SMILES) removes the
+    spelling, and jmed's ClinTox recipes use it.
 
 `load(name, folder, ...)` reads a preset 80/10/10 by MoleculeNet's recommended split (random
-for ESOL and Tox21, scaffold for BBBP; DeepChem's `RandomSplitter` and `ScaffoldSplitter`) or
-the one asked for.
+for ESOL, Tox21, SIDER and ClinTox, scaffold for BBBP; DeepChem's `RandomSplitter` and
+`ScaffoldSplitter`) or the one asked for.
 
 RDKit and pandas are imported on first use, so the rest of `jmed.data` works without them.
 
@@ -56,9 +73,26 @@ from jmed.errors import ConfigError, DataError, MissingDataError
 
 TOX21_TASKS = ('NR-AR', 'NR-AR-LBD', 'NR-AhR', 'NR-Aromatase', 'NR-ER', 'NR-ER-LBD',
                'NR-PPAR-gamma', 'SR-ARE', 'SR-ATAD5', 'SR-HSE', 'SR-MMP', 'SR-p53')
+# sider.csv's label columns, in file order (MedDRA system organ classes).
+SIDER_TASKS = ('Hepatobiliary disorders', 'Metabolism and nutrition disorders', 'Product issues',
+               'Eye disorders', 'Investigations',
+               'Musculoskeletal and connective tissue disorders', 'Gastrointestinal disorders',
+               'Social circumstances', 'Immune system disorders',
+               'Reproductive system and breast disorders',
+               'Neoplasms benign, malignant and unspecified (incl cysts and polyps)',
+               'General disorders and administration site conditions', 'Endocrine disorders',
+               'Surgical and medical procedures', 'Vascular disorders',
+               'Blood and lymphatic system disorders', 'Skin and subcutaneous tissue disorders',
+               'Congenital, familial and genetic disorders', 'Infections and infestations',
+               'Respiratory, thoracic and mediastinal disorders', 'Psychiatric disorders',
+               'Renal and urinary disorders', 'Pregnancy, puerperium and perinatal conditions',
+               'Ear and labyrinth disorders', 'Cardiac disorders', 'Nervous system disorders',
+               'Injury, poisoning and procedural complications')
+CLINTOX_TASKS = ('FDA_APPROVED', 'CT_TOX')
 _URL = 'https://deepchemdata.s3-us-west-1.amazonaws.com/datasets/'
 SPLIT_KINDS = ('random', 'scaffold')  # the splits of a preset (besides 'auto')
-FEATURES = ('smiles', 'fingerprint')
+FEATURES = ('smiles', 'fingerprint', 'graph', 'graph_descriptors')
+GRAPH_FEATURES = ('graph', 'graph_descriptors')  # for the D-MPNN, see jmed.data.graphs
 HOLD_OUT = 0.1  # a preset's validation and test fractions: 80/10/10
 MISSING = -1
 RADIUS = 2
@@ -75,7 +109,8 @@ class Preset:
   Attributes:
     name: the dataset's name in jmed, e.g. 'esol'.
     filenames: file names tried in this order in the MoleculeNet folder.
-    label_column: the label columns, comma-separated, in label order.
+    label_column: the label columns, comma-separated, in label order (a name holding a comma
+      double-quoted: `files.join_columns`).
     task: the task kind (a key of `jmed.tasks.TASKS`).
     split: the split MoleculeNet recommends: 'random' or 'scaffold'.
     url: where DeepChem serves the file.
@@ -110,6 +145,15 @@ PRESETS = {
     'bbbp': Preset('bbbp', ('BBBP.csv',), 'p_np', 'binary', 'scaffold', _URL + 'BBBP.csv'),
     'tox21': Preset('tox21', ('tox21.csv', 'tox21.csv.gz'), ','.join(TOX21_TASKS),
                     'multilabel', 'random', _URL + 'tox21.csv.gz'),
+    # SIDER and ClinTox: random split, as in MoleculeNet (Wu et al. 2018, Table 1), which we
+    # could not open: as quoted in github.com/yuyangw/MolCLR/issues/15 (SIDER: "evaluated
+    # using Random split") and github.com/deepchem/deepchem/issues/2879 (ClinTox "split in a
+    # 'random' manner", the paper's Figure 9).
+    'sider': Preset('sider', ('sider.csv', 'sider.csv.gz'), files.join_columns(SIDER_TASKS),
+                    'multilabel', 'random', _URL + 'sider.csv.gz'),
+    'clintox': Preset('clintox', ('clintox.csv', 'clintox.csv.gz'),
+                      files.join_columns(CLINTOX_TASKS), 'multilabel', 'random',
+                      _URL + 'clintox.csv.gz'),
 }
 NAMES = tuple(PRESETS)
 
@@ -131,7 +175,7 @@ def load_user(data: DataConfig, *, text=None, molecule: Optional[MoleculeConfig]
     The `Dataset`: inputs int32 `[n, max_length]` token ids (`tokenizer` the
     `jmed.text.smiles.Vocabulary` learned on 'train', `model_kwargs` its `vocab_size`) or
     float32 `[n, bits]` fingerprints; labels in the task's layout; `preprocessing` (source,
-    labels, features, max_length, bits, smiles_column) and `split_info`.
+    labels, features, max_length, bits, smiles_column; canonical when set) and `split_info`.
 
   Raises:
     MissingDataError: no such file. ConfigError: bad features or split rule.
@@ -146,7 +190,8 @@ def load_user(data: DataConfig, *, text=None, molecule: Optional[MoleculeConfig]
   files.require_columns(frame, [data.smiles_column], path, '--smiles-column')
   files.require_columns(frame, jlabels.label_columns(data), path,
                         '--time-column/--event-column' if data.time_column else '--label-column')
-  frame, smiles, mols = read_molecules(frame, path, data.smiles_column, molecule.skip_invalid)
+  frame, smiles, mols = read_molecules(frame, path, data.smiles_column, molecule.skip_invalid,
+                                       canonical=molecule.canonical)
   task = jlabels.infer_task(frame, path, data)
   positions, info = jsplits.assign(
       frame, path, data, stratify=jlabels.strata(frame, path, data, task),
@@ -159,19 +204,29 @@ def load_user(data: DataConfig, *, text=None, molecule: Optional[MoleculeConfig]
     vocab = _vocabulary(frame, path, data.smiles_column, positions['train'], smiles)
     inputs = {s: _token_ids(vocab, split_smiles[s], molecule.max_length) for s in positions}
     _log_truncated(path, split_smiles, molecule.max_length)
+  elif molecule.features in GRAPH_FEATURES:
+    from jmed.data import graphs  # pylint: disable=g-import-not-at-top
+    every, graph_info = graphs.featurize(
+        mols, with_descriptors=molecule.features == 'graph_descriptors',
+        train=positions['train'])
+    inputs = {s: every[index] for s, index in positions.items()}
   else:
     every = fingerprints(mols, molecule.fingerprint_bits)
     inputs = {s: every[index] for s, index in positions.items()}
   preprocessing = {'source': SOURCE, 'labels': fitted.to_dict(),
                    'features': molecule.features, 'max_length': molecule.max_length,
-                   'bits': molecule.fingerprint_bits, 'smiles_column': data.smiles_column}
+                   'bits': molecule.fingerprint_bits, 'smiles_column': data.smiles_column,
+                   **({'canonical': True} if molecule.canonical else {})}
+  model_kwargs = {'vocab_size': vocab.vocab_size} if vocab is not None else {}
+  if molecule.features in GRAPH_FEATURES:
+    preprocessing.update(graph_info)
+    model_kwargs = {'num_descriptors': len(graph_info.get('descriptor_mean', []))}
   return Dataset(
       name=files.stem(path),
       splits={s: (inputs[s], targets[index]) for s, index in positions.items()},
       num_classes=fitted.num_classes, task=task,
       input_shape=inputs['train'].shape[1:],
-      model_kwargs={'vocab_size': vocab.vocab_size} if vocab is not None else {},
-      tokenizer=vocab, preprocessing=preprocessing, split_info=info)
+      model_kwargs=model_kwargs, tokenizer=vocab, preprocessing=preprocessing, split_info=info)
 
 
 def featurize(path: str, data: DataConfig, preprocessing: dict, run_dir: str, *, text=None,
@@ -193,24 +248,33 @@ def featurize(path: str, data: DataConfig, preprocessing: dict, run_dir: str, *,
   _check_features(preprocessing['features'])
   frame = files.read_table(path)
   files.require_columns(frame, [column], path, '--smiles-column')
-  frame, smiles, mols = read_molecules(frame, path, column, molecule.skip_invalid)
+  frame, smiles, mols = read_molecules(frame, path, column, molecule.skip_invalid,
+                                       canonical=preprocessing.get('canonical', False))
   if preprocessing['features'] == 'smiles':
     from jmed.text import smiles as jsmiles  # pylint: disable=g-import-not-at-top
     vocab = jsmiles.load(os.path.join(run_dir, TOKENIZER_FILE))
     _check_tokens(frame, path, column, smiles)
     inputs = _token_ids(vocab, smiles, preprocessing['max_length'])
+  elif preprocessing['features'] in GRAPH_FEATURES:
+    from jmed.data import graphs  # pylint: disable=g-import-not-at-top
+    inputs, _ = graphs.featurize(
+        mols, rows=preprocessing['graph_rows'],
+        with_descriptors=preprocessing['features'] == 'graph_descriptors',
+        stats=preprocessing if 'descriptor_mean' in preprocessing else None)
   else:
     inputs = fingerprints(mols, preprocessing['bits'])
   targets = fitted.encode(frame, path) if fitted.present(frame) else None
   return user.Rows(inputs=inputs, labels=targets, ids=[f'row {i + 1}' for i in frame.index])
 
 
-def read_molecules(frame, path: str, column: str, skip_invalid: bool):
+def read_molecules(frame, path: str, column: str, skip_invalid: bool, *,
+                   canonical: bool = False):
   """The rows of `frame` whose SMILES (cell of `column`, surrounding space stripped) RDKit
   parses.
 
   Returns:
-    (those rows of `frame`, index kept, their SMILES `[n]`, their RDKit molecules `[n]`).
+    (those rows of `frame`, index kept, their SMILES `[n]` (RDKit's canonical SMILES with
+    `canonical`, else as written), their RDKit molecules `[n]`).
 
   Raises:
     DataError: a SMILES RDKit cannot parse, or an empty one (naming the file, row, column and
@@ -224,7 +288,7 @@ def read_molecules(frame, path: str, column: str, skip_invalid: bool):
       mol = chem.MolFromSmiles(text) if text else None
       if mol is not None:
         keep.append(position)
-        smiles.append(text)
+        smiles.append(chem.MolToSmiles(mol) if canonical else text)
         mols.append(mol)
         continue
       where = files.where(path, frame.index[position], column)
@@ -292,18 +356,20 @@ def _log_truncated(path: str, smiles: Dict[str, Sequence[str]], max_length: int)
 
 def load(name: str, data_dir_moleculenet: str, *, features: str = 'smiles',
          split: str = 'auto', seed: int = 0, max_length: int = 128,
-         bits: int = 1024, skip_invalid: bool = False) -> Dataset:
+         bits: int = 1024, skip_invalid: bool = False, canonical: bool = False) -> Dataset:
   """MoleculeNet preset `name` read by the 'smiles' source, split 80/10/10.
 
   Args:
-    name: 'esol', 'bbbp' or 'tox21'.
+    name: 'esol', 'bbbp', 'tox21', 'sider' or 'clintox' (`NAMES`).
     data_dir_moleculenet: folder holding the preset's file (see `PRESETS`).
-    features: 'smiles' (token ids) or 'fingerprint' (Morgan, radius 2).
+    features: 'smiles' (token ids), 'fingerprint' (Morgan, radius 2), 'graph' (packed graphs
+      for the D-MPNN) or 'graph_descriptors' (with RDKit 2D descriptors).
     split: 'random', 'scaffold' or 'auto' (MoleculeNet's recommendation).
     seed: seed of the 'random' split; ignored by 'scaffold'.
     max_length: token ids per molecule, [BOS] and [EOS] included ('smiles').
     bits: fingerprint length ('fingerprint').
     skip_invalid: drop (and log) rows whose SMILES RDKit cannot parse instead of raising.
+    canonical: tokenize RDKit's canonical SMILES, not the file's spelling ('smiles').
 
   Returns:
     `load_user`'s `Dataset` of the file, named `name`.
@@ -318,7 +384,7 @@ def load(name: str, data_dir_moleculenet: str, *, features: str = 'smiles',
   data = preset.data_config(find_csv(name, data_dir_moleculenet), split, seed)
   molecule = MoleculeConfig(features=features, split=data.split, split_seed=seed,
                             max_length=max_length, fingerprint_bits=bits,
-                            skip_invalid=skip_invalid)
+                            skip_invalid=skip_invalid, canonical=canonical)
   return dataclasses.replace(load_user(data, molecule=molecule), name=name)
 
 
@@ -362,28 +428,15 @@ def download(name: str, folder: str) -> str:
     MissingDataError: the download failed (e.g. no network): the message says where to put the
       file by hand.
   """
-  import urllib.error  # pylint: disable=g-import-not-at-top
-  import urllib.request  # pylint: disable=g-import-not-at-top
   preset = get_preset(name)
   try:
     return find_csv(name, folder)
   except MissingDataError:
     pass
-  os.makedirs(folder, exist_ok=True)
   path = os.path.join(folder, os.path.basename(preset.url))
-  partial = path + '.partial'
-  try:
-    _LOG.info('Downloading %s to %s', preset.url, path)
-    urllib.request.urlretrieve(preset.url, partial)
-  except (urllib.error.URLError, OSError) as error:
-    if os.path.exists(partial):
-      os.remove(partial)
-    raise MissingDataError(
-        f'Could not download {name} from {preset.url} ({error}). Offline, put '
-        f'{preset.filenames[0]} in <data_dir>/moleculenet/ and pass data_dir (or set '
-        '$JMED_DATA_DIR).') from error
-  os.replace(partial, path)
-  return path
+  _LOG.info('Downloading %s to %s', preset.url, path)
+  return files.fetch(preset.url, path, name, f'offline, put {preset.filenames[0]} in '
+                     '<data_dir>/moleculenet/ and pass data_dir (or set $JMED_DATA_DIR).')
 
 
 # ---------------------------------------------------------------- RDKit
@@ -412,6 +465,6 @@ def _rdkit():
   try:
     from rdkit import Chem, rdBase  # pylint: disable=g-import-not-at-top
   except ImportError as error:
-    raise ImportError('Molecules (the smiles source, ESOL, BBBP, Tox21) need RDKit: '
+    raise ImportError('Molecules (the smiles source, the MoleculeNet presets) need RDKit: '
                       'pip install rdkit') from error
   return Chem, rdBase
