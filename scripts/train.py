@@ -9,6 +9,10 @@ PneumoniaMNIST, read from $JMED_DATA_DIR (or --data-dir) when set, else download
       --batch-size 8 --output-dir runs/unet_mnist_segmentation
   python scripts/train.py --data patients.csv --label-column outcome --model mlp \
       --output-dir runs/patients
+  python scripts/train.py --dataset ihdp --data-dir ../shared/data --model tarnet \
+      --model-kwargs '{"normalize": true}' --task-kwargs '{"ipm": "wasserstein"}' \
+      --optimizer adam --learning-rate 3e-3 --l2 0.03 --batch-size 100 --eval-batch-size 200 \
+      --epochs 60 --output-dir runs/cfr_wass_ihdp
 
 Prints the table of validation and test metrics; summary.json, metrics.jsonl, TensorBoard
 events (tensorboard/) and curves.png are in --output-dir. A mistake in a flag, a data file or
@@ -134,8 +138,9 @@ def parse_args(argv=None):
                    help=f'One of: {", ".join(CHOICES["optimizer"])}.')
   _add_fields(opt, OptimizerConfig, skip=('name',))
   _add_fields(parser.add_argument_group('text datasets'), TextConfig)
-  _add_fields(parser.add_argument_group('molecules (esol, bbbp, tox21 and SMILES files of your own)'), MoleculeConfig,
-              prefix='molecule_')
+  _add_fields(parser.add_argument_group(
+      'molecules (esol, bbbp, tox21, sider, clintox and SMILES files of your own)'),
+      MoleculeConfig, prefix='molecule_')
   _add_fields(parser.add_argument_group('differential privacy (DP-SGD)'), PrivacyConfig,
               prefix='dp_')
   _add_distributed(parser)

@@ -34,7 +34,7 @@ from jmed.optim import make_optimizer
 from jmed.train import steps
 from jmed.train.state import create_train_state
 
-from conftest import packed_series, real_data_dir
+from conftest import packed_graphs, packed_series, real_data_dir
 
 BF16, F32 = jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float32)
 MATMULS = ('dot_general', 'conv_general_dilated')
@@ -68,8 +68,12 @@ TINY = {
                      'pooling': 'attention'}, IDS),
     'text_cnn': ({**_TEXT, 'features': 4}, IDS),
     'grud': ({'hidden_size': 5}, packed_series(np.random.default_rng(0))),
+    'dmpnn': ({'hidden_size': 8, 'ffn_hidden': 8}, packed_graphs()),
+    'tarnet': ({'representation': (8, 8), 'head': (4,)}, _images((3, 9))),
+    'dragonnet': ({'representation': (8, 8), 'head': (4,)}, _images((3, 9))),
     'unet': ({'features': (4, 8)}, _images((3, 8, 8, 1))),
 }
+EFFECT_MODELS = ('tarnet', 'dragonnet')  # outputs a dict; labels (treatment, outcome, mu0, mu1)
 
 
 def test_every_registered_model_is_covered():
@@ -86,6 +90,10 @@ def _tiny_batch(name):
   if name == 'unet':
     labels = np.arange(x[..., 0].size).reshape(x.shape[:3]).astype(np.int32) % 3
     return {'inputs': x, 'labels': labels}
+  if name in EFFECT_MODELS:
+    labels = np.array([[1, 0.5, np.nan, np.nan], [0, -1.0, np.nan, np.nan],
+                       [1, 2.0, np.nan, np.nan]], np.float32)
+    return {'inputs': x, 'labels': labels}
   return {'inputs': x, 'labels': np.arange(len(x), dtype=np.int32) % 3}
 
 
@@ -97,8 +105,8 @@ def _tiny_state(name, dtype):
 
 
 def _step_fn(name):
-  return functools.partial(steps.train_step,
-                           task='segmentation' if name == 'unet' else 'multiclass')
+  task = {'unet': 'segmentation', **dict.fromkeys(EFFECT_MODELS, 'treatment_effect')}
+  return functools.partial(steps.train_step, task=task.get(name, 'multiclass'))
 
 
 def _subjaxprs(eqn):
@@ -167,7 +175,7 @@ def test_bfloat16_compute_with_float32_state(name):
   jaxpr, (logits, collections) = jax.make_jaxpr(lambda v: model.apply(
       v, x, train=True, rngs={'dropout': jax.random.key(1)}, capture_intermediates=True,
       mutable=True), return_shape=True)(variables)
-  assert logits.dtype == F32
+  assert {a.dtype for a in jax.tree.leaves(logits)} == {F32}
   forward = matmul_dtypes(jaxpr.jaxpr)
   assert forward and not matmul_leaks(forward), forward
   assert len(jax.tree.leaves(collections['intermediates'])) > 3
@@ -179,7 +187,7 @@ def test_bfloat16_compute_with_float32_state(name):
   def grads(state):
     def loss(params):
       logits, _ = steps.apply_model(state, params, x, train=True, rng=jax.random.key(1))
-      return jnp.mean(logits ** 2)
+      return sum(jnp.mean(a ** 2) for a in jax.tree.leaves(logits))
     return jax.grad(loss)(state.params)
 
   grads = jax.eval_shape(grads, state)

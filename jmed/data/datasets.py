@@ -5,17 +5,19 @@ per source:
 
   <data_dir>/mnist/t10k-images-idx3-ubyte.gz, ...   (see jmed.data.mnist)
   <data_dir>/medmnist/pneumoniamnist.npz, ...       (see jmed.data.medmnist)
-  <data_dir>/moleculenet/tox21.csv, delaney-processed.csv, BBBP.csv
+  <data_dir>/moleculenet/tox21.csv, delaney-processed.csv, BBBP.csv, sider.csv, clintox.csv
                                                     (see jmed.data.moleculenet)
   <data_dir>/medical_abstracts/medical_tc_test.csv  (see jmed.data.medical_abstracts)
   <data_dir>/survival/metabric_IHC4_clinical_train_test.h5, support_train_test.h5
                                                     (see jmed.data.deepsurv)
   <data_dir>/medmnist3d/adrenalmnist3d.npz, ...     (see jmed.data.medmnist3d)
   <data_dir>/segmentation/isbi2012/image/0.png, label/0.png, ...   (see jmed.data.isbi)
+  <data_dir>/ihdp/ihdp_npci_1.csv, ... ihdp_npci_10.csv   (see jmed.data.ihdp)
 
 With neither set, MNIST, MedMNIST and Medical Abstracts are downloaded through TFDS, and the
-MoleculeNet CSVs (Tox21, ESOL, BBBP) from DeepChem into `$JMED_CACHE_DIR` (default
-`~/.cache/jmed`); DeepSurv's files must be downloaded by hand.
+MoleculeNet CSVs (Tox21, ESOL, BBBP, SIDER, ClinTox) from DeepChem and the IHDP CSVs from
+CEVAE's repository into `$JMED_CACHE_DIR` (default `~/.cache/jmed`); DeepSurv's files must be
+downloaded by hand.
 
 Each source's module (and its libraries: tensorflow-datasets, RDKit, h5py, tokenizers) is
 imported only when that source is loaded.
@@ -35,14 +37,15 @@ CACHE_ENV_VAR = 'JMED_CACHE_DIR'
 MEDMNIST_NAMES = ('pathmnist', 'chestmnist', 'dermamnist', 'octmnist', 'pneumoniamnist',
                   'retinamnist', 'breastmnist', 'bloodmnist', 'tissuemnist', 'organamnist',
                   'organcmnist', 'organsmnist')
-MOLECULENET_NAMES = ('tox21', 'esol', 'bbbp')
+MOLECULENET_NAMES = ('tox21', 'esol', 'bbbp', 'sider', 'clintox')
 DEEPSURV_NAMES = ('metabric', 'support')
 MEDMNIST3D_NAMES = tuple(f'{n}{size}' for n in (
     'organmnist3d', 'nodulemnist3d', 'adrenalmnist3d', 'fracturemnist3d', 'vesselmnist3d',
     'synapsemnist3d') for size in ('', '_64'))  # as jmed.data.medmnist3d.NAMES
+IHDP_NAMES = ('ihdp',) + tuple(f'ihdp_{k}' for k in range(1, 11))  # as jmed.data.ihdp.NAMES
 NAMES = (('mnist',) + MEDMNIST_NAMES + ('tox21', 'medical_abstracts') + DEEPSURV_NAMES
          + ('mnist_irregular', 'esol', 'bbbp', 'mnist_segmentation', 'isbi2012')
-         + MEDMNIST3D_NAMES)
+         + MEDMNIST3D_NAMES + IHDP_NAMES + ('sider', 'clintox'))
 MNIST_VALIDATION = 1000  # last training images held out for validation by the MNIST variants
 
 Split = Tuple[np.ndarray, np.ndarray]
@@ -59,9 +62,11 @@ class Dataset:
       layout of the task (`jmed.tasks`): int32 class ids `[n]`; int32 `[n, num_classes]` of
       1 / 0 / -1 (missing) for 'multilabel'; float32 `[n, 2]` (time, event) for 'survival';
       float32 `[n, num_classes]` targets in their own units for 'regression'; int32 masks
-      `[n, *input_shape[:-1]]` for 'segmentation'.
+      `[n, *input_shape[:-1]]` for 'segmentation'; float32 `[n, 4]` (treatment, outcome, mu0,
+      mu1; mu NaN where unknown) for 'treatment_effect'.
     num_classes: the model's outputs: classes (labels for 'multilabel', targets for
-      'regression', 1 for 'survival', classes with background for 'segmentation').
+      'regression', 1 for 'survival', classes with background for 'segmentation', 2 potential
+      outcomes for 'treatment_effect').
     task: the task kind's name, a key of `jmed.tasks.TASKS`.
     input_shape: the per-example input shape: `(height, width, channels)` for images,
       `(bits,)` for molecular fingerprints, `(max_length,)` for token ids (text or SMILES),
@@ -113,11 +118,11 @@ def load_dataset(name: str, data_dir: Optional[str] = None, tfds_dir: Optional[s
       `~/tensorflow_datasets`). Given: local MedMNIST and Medical Abstracts files are prepared
       into `<tfds_dir>/jmed-sources/<key>`, the key a digest of the file's content and
       location (`medmnist.source_dir`), so a changed file is rebuilt.
-    split_kind: how to split the MoleculeNet sets ('tox21', 'esol', 'bbbp'): 'random' or
+    split_kind: how to split the MoleculeNet sets (`MOLECULENET_NAMES`): 'random' or
       'scaffold'; overrides `molecule.split`. Must be None for the others.
     text: a `jmed.configs.TextConfig` for text datasets (default: its defaults): the tokenizer
       learned from the training split.
-    molecule: a `jmed.configs.MoleculeConfig` for 'esol', 'bbbp' and 'tox21' (features, split,
+    molecule: a `jmed.configs.MoleculeConfig` for the MoleculeNet sets (features, split,
       seed, lengths, invalid SMILES). None means its defaults (SMILES token ids, MoleculeNet's
       split, invalid rows dropped), except for 'tox21', where None keeps its original form:
       1024-bit fingerprints, random split (seed 0), invalid SMILES raise.
@@ -127,9 +132,10 @@ def load_dataset(name: str, data_dir: Optional[str] = None, tfds_dir: Optional[s
       * 'mnist': 'train' and 'test' (offline with only the official test files: its first
         8,000 / last 2,000 images, see `jmed.data.mnist`).
       * MedMNIST subsets: the official 'train', 'validation' and 'test'.
-      * 'tox21', 'esol', 'bbbp': 80/10/10, SMILES token ids or Morgan fingerprints (Tox21 12
-        labels with -1 for missing; ESOL 'regression' with float32 labels `[n, 1]`; BBBP
-        'binary'; see `jmed.data.moleculenet`).
+      * 'tox21', 'esol', 'bbbp', 'sider', 'clintox': 80/10/10, SMILES token ids or Morgan
+        fingerprints (Tox21 12 labels with -1 for missing; ESOL 'regression' with float32
+        labels `[n, 1]`; BBBP 'binary'; SIDER 27 and ClinTox 2 'multilabel' labels; see
+        `jmed.data.moleculenet`).
       * 'medical_abstracts': token ids of a stratified 70/10/20 split of the corpus' official
         test file (see `jmed.data.medical_abstracts`).
       * 'metabric', 'support': DeepSurv's train/test splits with validation carved from train
@@ -143,6 +149,9 @@ def load_dataset(name: str, data_dir: Optional[str] = None, tfds_dir: Optional[s
       * 'isbi2012': the 30 ISBI 2012 EM slices [512, 512, 1] with masks (1 cell interior,
         0 membrane; task 'segmentation', 2 classes), split in contiguous blocks of the
         consecutive slices: 0-19 train, 20-24 validation, 25-29 test (see `jmed.data.isbi`).
+      * 'ihdp', 'ihdp_1' ... 'ihdp_10': the IHDP treatment-effect benchmark (replication k;
+        'ihdp' is 1), task 'treatment_effect', labels (treatment, y_factual, mu0, mu1), a 63/27/10
+        random split seeded by k (see `jmed.data.ihdp`).
 
   Raises:
     DataError: unknown `name` (the message lists valid names), or a missing
@@ -167,6 +176,9 @@ def load_dataset(name: str, data_dir: Optional[str] = None, tfds_dir: Optional[s
     return _load_medmnist3d(name, data_dir)
   if name == 'isbi2012':
     return _load_isbi(data_dir)
+  if name in IHDP_NAMES:
+    from jmed.data import ihdp  # pylint: disable=g-import-not-at-top
+    return ihdp.load(name, data_dir, cache_dir())
   if name == 'mnist':
     return _load_mnist(data_dir, tfds_dir)
   return _load_medmnist(name, data_dir, tfds_dir)
@@ -253,7 +265,7 @@ def _load_molecules(name, data_dir, split_kind, molecule) -> Dataset:
   return moleculenet.load(
       name, folder, features=molecule.features, split=split_kind or molecule.split,
       seed=molecule.split_seed, max_length=molecule.max_length, bits=molecule.fingerprint_bits,
-      skip_invalid=molecule.skip_invalid)
+      skip_invalid=molecule.skip_invalid, canonical=molecule.canonical)
 
 
 def _load_text(data_dir, tfds_dir, text) -> Dataset:

@@ -8,6 +8,7 @@ still point into the file.
 pandas is imported on first use.
 """
 
+import csv
 import os
 from typing import List, Optional, Sequence
 
@@ -76,8 +77,16 @@ def _checked(frame, path: str):
 
 
 def columns_of(spec: str) -> List[str]:
-  """'a, b' -> ['a', 'b']; '' -> []."""
-  return [name.strip() for name in (spec or '').split(',') if name.strip()]
+  """'a, b' -> ['a', 'b']; '' -> []. A name holding a comma is double-quoted, as in a CSV
+  header: 'a, "b, c"' -> ['a', 'b, c'] (`join_columns` writes such specs)."""
+  row = next(csv.reader([spec or ''], skipinitialspace=True), [])
+  return [name.strip() for name in row if name.strip()]
+
+
+def join_columns(names: Sequence[str]) -> str:
+  """The spec `columns_of` reads back as `names`: comma-separated, quoted where needed."""
+  return ','.join('"' + n.replace('"', '""') + '"' if ',' in n or '"' in n else n
+                  for n in names)
 
 
 def require_columns(frame, columns: Sequence[str], path: str,
@@ -146,3 +155,25 @@ def _pandas():
   except ImportError as error:
     raise ImportError('Reading your own tables needs pandas: pip install pandas') from error
   return pandas
+
+
+def fetch(url: str, path: str, what: str, hint: str) -> str:
+  """Downloads `url` to `path` (under a temporary name, renamed when complete, so a failed
+  download never leaves a partial file); returns `path`.
+
+  Raises:
+    MissingDataError: the download failed (e.g. no network); the message names `what` (the
+      dataset), the URL, the error and `hint` (where to put the file by hand).
+  """
+  import urllib.error  # pylint: disable=g-import-not-at-top
+  import urllib.request  # pylint: disable=g-import-not-at-top
+  os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
+  partial = path + '.partial'
+  try:
+    urllib.request.urlretrieve(url, partial)
+  except (urllib.error.URLError, OSError) as error:
+    if os.path.exists(partial):
+      os.remove(partial)
+    raise MissingDataError(f'{what}: download of {url} failed ({error}); {hint}') from None
+  os.replace(partial, path)
+  return path

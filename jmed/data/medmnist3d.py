@@ -13,6 +13,7 @@ import dataclasses
 import os
 from typing import Dict, Tuple
 
+from jmed.data import files
 from jmed.errors import DataError, MissingDataError
 
 URL = 'https://zenodo.org/records/10519652/files/{name}.npz'
@@ -73,23 +74,13 @@ def download(name: str, folder: str) -> str:
   Raises:
     MissingDataError: the download failed (no network); DataError: wrong MD5.
   """
-  import urllib.error  # pylint: disable=g-import-not-at-top
-  import urllib.request  # pylint: disable=g-import-not-at-top
   from jmed.data.medmnist import file_digest  # pylint: disable=g-import-not-at-top
   _, md5 = subset(name)
   path = os.path.join(folder, f'{name}.npz')
   if os.path.isfile(path) and file_digest(path) == md5:
     return path
-  os.makedirs(folder, exist_ok=True)
-  partial = path + '.partial'
-  url = URL.format(name=name)
-  try:
-    urllib.request.urlretrieve(url, partial)
-  except (urllib.error.URLError, OSError) as error:
-    if os.path.exists(partial):
-      os.remove(partial)
-    raise MissingDataError(f'{name}: download of {url} failed ({error}); put the file at '
-                           f'{path} by hand or pass data_dir.') from None
+  url, partial = URL.format(name=name), path + '.partial'
+  files.fetch(url, partial, name, f'put the file at {path} by hand or pass data_dir.')
   got = file_digest(partial)
   if got != md5:
     os.remove(partial)

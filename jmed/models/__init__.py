@@ -4,7 +4,9 @@ import functools
 
 from jmed.errors import ConfigError
 
+from jmed.models.causal import Dragonnet, TARNet
 from jmed.models.cnn import SeedCNN
+from jmed.models.dmpnn import DMPNN
 from jmed.models.grud import GRUDCell, GRUDClassifier
 from jmed.models.heads import DiscreteTimeHead
 from jmed.models.layers import Conv, Conv3D, ValidConv, max_pool
@@ -15,10 +17,10 @@ from jmed.models.text_cnn import TextCNN
 from jmed.models.transformer import EncoderBlock, TransformerClassifier, TransformerEncoder
 from jmed.models.unet import UNet
 
-__all__ = ['Conv', 'Conv3D', 'DiscreteTimeHead', 'EncoderBlock', 'GRUDCell', 'GRUDClassifier',
-           'MLP', 'MODELS',
+__all__ = ['Conv', 'Conv3D', 'DMPNN', 'DiscreteTimeHead', 'Dragonnet', 'EncoderBlock',
+           'GRUDCell', 'GRUDClassifier', 'MLP', 'MODELS',
            'RNNClassifier', 'RNNEncoder', 'ResNet', 'ResNet18', 'ResNet18_3D', 'ResNet50',
-           'ResNet50_3D', 'SeedCNN', 'TextCNN',
+           'ResNet50_3D', 'SeedCNN', 'TARNet', 'TextCNN',
            'TransformerClassifier', 'TransformerEncoder', 'UNet', 'ValidConv', 'get_model',
            'inspect', 'max_pool']
 
@@ -37,7 +39,10 @@ MODELS = {
     'transformer': TransformerClassifier,
     'text_cnn': TextCNN,
     'grud': GRUDClassifier,  # packed irregular series, see jmed.data.timeseries
+    'dmpnn': DMPNN,  # packed molecular graphs, see jmed.data.graphs
     'unet': UNet,  # images to per-pixel logits (task 'segmentation')
+    'tarnet': TARNet,  # covariates to potential outcomes (task 'treatment_effect'; + IPM: CFR)
+    'dragonnet': Dragonnet,  # TARNet-like, with a propensity head and targeted regularisation
 }
 
 

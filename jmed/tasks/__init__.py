@@ -12,7 +12,8 @@ them compares task names.
   metrics = task.evaluate(np.asarray(probs), labels)  # accuracy, AUROC, ..., on the host
 
 Kinds: 'binary', 'multiclass' (softmax), 'multilabel' (sigmoids, -1 = missing label),
-'regression', 'survival' (Cox) and 'segmentation'. Adding a kind is one module here with a
+'regression', 'survival' (Cox), 'segmentation' and 'treatment_effect' (potential outcomes of a
+binary treatment: TARNet, CFR, Dragonnet). Adding a kind is one module here with a
 `Task` subclass, one entry in `TASKS`, and its tests.
 """
 
@@ -20,13 +21,14 @@ from typing import Union
 
 from jmed.tasks.base import Task
 from jmed.tasks.classification import Binary, Multiclass
+from jmed.tasks.effect import TreatmentEffect
 from jmed.tasks.multilabel import Multilabel
 from jmed.tasks.regression import Regression
 from jmed.tasks.segmentation import Segmentation
 from jmed.tasks.survival import Survival
 
 TASKS = {task.name: task for task in (Binary(), Multiclass(), Multilabel(), Regression(),
-                                      Survival(), Segmentation())}
+                                      Survival(), Segmentation(), TreatmentEffect())}
 
 
 def get(task: Union[str, Task]) -> Task:
@@ -43,4 +45,4 @@ def get(task: Union[str, Task]) -> Task:
 
 
 __all__ = ['Binary', 'Multiclass', 'Multilabel', 'Regression', 'Segmentation', 'Survival',
-           'TASKS', 'Task', 'get']
+           'TASKS', 'Task', 'TreatmentEffect', 'get']
