@@ -493,9 +493,6 @@ MOLECULE_RECIPES['bbbp']['dmpnn'] = _dmpnn_recipe('bbbp', epochs=12, dropout_rat
                                                   features='graph_descriptors')
 MOLECULE_RECIPES['tox21']['dmpnn'] = _dmpnn_recipe('tox21', epochs=15,
                                                    features='graph_descriptors')
-# SIDER: BBBP's settings with 30 epochs, untuned (the RF's margin over the SMILES models).
-MOLECULE_RECIPES['sider']['dmpnn'] = _dmpnn_recipe('sider', epochs=30, dropout_rate=0.2,
-                                                   features='graph_descriptors')
 
 
 

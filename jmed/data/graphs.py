@@ -208,14 +208,16 @@ def descriptor_names() -> list:
 def descriptors(mols: Sequence[object]) -> np.ndarray:
   """RDKit's 2D descriptors of each molecule, float64 `[n, D]`; NaN where RDKit fails or
   the value is not finite (fill them before use, e.g. with the training mean)."""
+  from rdkit import rdBase  # pylint: disable=g-import-not-at-top
   from rdkit.Chem import Descriptors  # pylint: disable=g-import-not-at-top
   values = np.full((len(mols), len(Descriptors.descList)), np.nan)
-  for i, mol in enumerate(mols):
-    for j, (_, function) in enumerate(Descriptors.descList):
-      try:
-        values[i, j] = function(mol)
-      except Exception:  # pylint: disable=broad-except  (RDKit raises assorted errors)
-        pass
+  with rdBase.BlockLogs():  # RDKit's per-molecule warnings (e.g. lone hydrogens) stay quiet
+    for i, mol in enumerate(mols):
+      for j, (_, function) in enumerate(Descriptors.descList):
+        try:
+          values[i, j] = function(mol)
+        except Exception:  # pylint: disable=broad-except  (RDKit raises assorted errors)
+          pass
   values[~np.isfinite(values)] = np.nan
   return values
 
