@@ -54,12 +54,8 @@ class Labels:
     """The model's outputs."""
     if self.classes:
       return len(self.classes)
-    roles = tasks.get(self.task).column_roles
-    if _TREATMENT in roles:  # the two potential outcomes
-      return 2
-    if roles:  # survival: one risk score
-      return 1
-    return len(self.columns)
+    kind = tasks.get(self.task)
+    return kind.role_outputs if kind.column_roles else len(self.columns)
 
   def present(self, frame) -> bool:
     """Whether `frame` has every label column (a file to score may have none)."""
@@ -141,7 +137,7 @@ def infer_task(frame, path: str, data) -> str:
   if survival:
     return 'survival'
   if effect:
-    return _effect_task()
+    return 'treatment_effect'
   if len(columns) > 1:
     binary_cells = all(set(_texts(frame[c])) <= set(_TRUE + _FALSE + ('',)) for c in columns)
     return 'multilabel' if binary_cells else 'regression'
@@ -209,14 +205,6 @@ def _effect_columns(data) -> Tuple[str, ...]:
     raise ConfigError(f'the treatment, outcome and potential-outcome columns must differ; got '
                       f'{list(columns)}.')
   return columns
-
-
-def _effect_task() -> str:
-  """The name of the task kind whose labels have the treatment role."""
-  for name, kind in tasks.TASKS.items():
-    if _TREATMENT in kind.column_roles:
-      return name
-  raise ConfigError('no treatment-effect task is registered in jmed.tasks.')
 
 
 # ---------------------------------------------------------------- cells
@@ -292,25 +280,28 @@ def _survival(frame, path: str, time_column: str, event_column: str) -> np.ndarr
     row = frame.index[np.argmax(negative)]
     raise DataError(f'{files.where(path, row, time_column)}: time {times[np.argmax(negative)]} '
                     'is negative.')
-  events = np.empty(len(frame), np.float32)
-  for position, cell in enumerate(_texts(frame[event_column])):
-    if cell not in _TRUE + _FALSE:
-      raise DataError(f'{files.where(path, frame.index[position], event_column)}: event '
-                      f'{cell!r} is not 1 (event) or 0 (censored).')
-    events[position] = 1.0 if cell in _TRUE else 0.0
+  events = _zero_one(frame, path, event_column, 'event', '1 (event) or 0 (censored)')
   return np.stack([times.astype(np.float32), events], axis=1)
+
+
+def _zero_one(frame, path: str, column: str, what: str, allowed: str) -> np.ndarray:
+  """float32 [n] 1.0 / 0.0 of a 0/1 (or true/false) column; a DataError names the first other
+  cell's row and column: '<what> <cell> is not <allowed>.'"""
+  values = np.empty(len(frame), np.float32)
+  for position, cell in enumerate(_texts(frame[column])):
+    if cell not in _TRUE + _FALSE:
+      raise DataError(f'{files.where(path, frame.index[position], column)}: {what} {cell!r} '
+                      f'is not {allowed}.')
+    values[position] = 1.0 if cell in _TRUE else 0.0
+  return values
 
 
 def _treatment_effect(frame, path: str, treatment_column: str, outcome_column: str,
                       mu0_column: Optional[str] = None,
                       mu1_column: Optional[str] = None) -> np.ndarray:
   """float32 [n, 4]: treatment (0/1), the finite outcome, mu0 and mu1 (NaN without columns)."""
-  treatment = np.empty(len(frame), np.float32)
-  for position, cell in enumerate(_texts(frame[treatment_column])):
-    if cell not in _TRUE + _FALSE:
-      raise DataError(f'{files.where(path, frame.index[position], treatment_column)}: '
-                      f'treatment {cell!r} is not 1 (treated) or 0 (control).')
-    treatment[position] = 1.0 if cell in _TRUE else 0.0
+  treatment = _zero_one(frame, path, treatment_column, 'treatment',
+                       '1 (treated) or 0 (control)')
   outcome = files.numeric(frame, outcome_column, path)
   if mu0_column is None:
     mu0 = mu1 = np.full(len(frame), np.nan)

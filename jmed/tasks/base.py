@@ -32,6 +32,8 @@ class Task:
     label_dtype: NumPy dtype of the labels.
     class_names: whether labels are one class per example, so a table's label column holds
       class names (single-label classification).
+    role_outputs: the model's outputs of a kind with `column_roles` (survival's one risk score,
+      a treatment effect's two potential outcomes); unused by other kinds.
     column_roles: what each label column of a table means when a kind reads several columns
       in fixed roles (survival's time and event); empty: one column per output.
   """
@@ -46,6 +48,7 @@ class Task:
   label_dtype: ClassVar[type] = np.int32
   class_names: ClassVar[bool] = False
   column_roles: ClassVar[Tuple[str, ...]] = ()
+  role_outputs: ClassVar[int] = 0
 
   # ---------------------------------------------------------------- labels (host)
 

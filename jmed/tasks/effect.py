@@ -66,6 +66,7 @@ class TreatmentEffect(Task):
   per_example_loss = False
   label_dtype = np.float32
   column_roles = ('treatment', 'outcome', 'mu0', 'mu1')
+  role_outputs = 2  # the two potential outcomes
 
   ipm: str = 'none'
   ipm_weight: float = 1.0

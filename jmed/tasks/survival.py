@@ -29,6 +29,7 @@ class Survival(Task):
   per_example_loss = False
   label_dtype = np.float32
   column_roles = ('time', 'event')
+  role_outputs = 1  # one risk score
 
   def label_shape(self, num_outputs, input_shape) -> Tuple[int, ...]:
     return (2,)
