@@ -110,14 +110,16 @@ def network_effects(cfg, dataset) -> Dict[str, np.ndarray]:
 
 
 def baseline_effects(learner, dataset, seed: int) -> Dict[str, np.ndarray]:
-  """Split name -> effect [n] of a meta-learner fitted on the in-sample units' factual data."""
+  """Split name -> effect [n] of a meta-learner fitted once on the in-sample units' factual
+  data, predicting every split's units."""
   x = np.concatenate([dataset.splits[s][0] for s in IN_SAMPLE])
   y = np.concatenate([dataset.splits[s][1] for s in IN_SAMPLE])
-  out = {}
-  for split, (inputs, _) in dataset.splits.items():
-    y0, y1 = learner(x, y[:, 0], y[:, 1], inputs, seed=seed)
-    out[split] = np.asarray(y1) - np.asarray(y0)
-  return out
+  names = list(dataset.splits)
+  units = np.concatenate([dataset.splits[s][0] for s in names])
+  y0, y1 = learner(x, y[:, 0], y[:, 1], units, seed=seed)
+  effect = np.asarray(y1) - np.asarray(y0)
+  ends = np.cumsum([len(dataset.splits[s][0]) for s in names])
+  return dict(zip(names, np.split(effect, ends[:-1])))
 
 
 def compare_effects(data_dir: Optional[str], output_dir: str,
