@@ -13,6 +13,8 @@ per source:
   <data_dir>/medmnist3d/adrenalmnist3d.npz, ...     (see jmed.data.medmnist3d)
   <data_dir>/segmentation/isbi2012/image/0.png, label/0.png, ...   (see jmed.data.isbi)
   <data_dir>/ihdp/ihdp_npci_1.csv, ... ihdp_npci_10.csv   (see jmed.data.ihdp)
+  <data_dir>/ner/NCBI-disease-IOB/train.tsv, devel.tsv, test.tsv, BC2GM-IOB/..., JNLPBA/...
+                                                    (see jmed.data.conll, jmed.data.corpus)
 
 With neither set, MNIST, MedMNIST and Medical Abstracts are downloaded through TFDS, and the
 MoleculeNet CSVs (Tox21, ESOL, BBBP, SIDER, ClinTox) from DeepChem and the IHDP CSVs from
@@ -42,10 +44,12 @@ DEEPSURV_NAMES = ('metabric', 'support')
 MEDMNIST3D_NAMES = tuple(f'{n}{size}' for n in (
     'organmnist3d', 'nodulemnist3d', 'adrenalmnist3d', 'fracturemnist3d', 'vesselmnist3d',
     'synapsemnist3d') for size in ('', '_64'))  # as jmed.data.medmnist3d.NAMES
+NER_NAMES = ('ncbi_disease', 'bc2gm')  # as jmed.data.conll.NER_CORPORA
 IHDP_NAMES = ('ihdp',) + tuple(f'ihdp_{k}' for k in range(1, 11))  # as jmed.data.ihdp.NAMES
 NAMES = (('mnist',) + MEDMNIST_NAMES + ('tox21', 'medical_abstracts') + DEEPSURV_NAMES
          + ('mnist_irregular', 'esol', 'bbbp', 'mnist_segmentation', 'isbi2012')
-         + MEDMNIST3D_NAMES + IHDP_NAMES + ('sider', 'clintox'))
+         + MEDMNIST3D_NAMES + IHDP_NAMES + ('sider', 'clintox') + NER_NAMES
+         + ('biomed_corpus',))
 MNIST_VALIDATION = 1000  # last training images held out for validation by the MNIST variants
 
 Split = Tuple[np.ndarray, np.ndarray]
@@ -80,6 +84,8 @@ class Dataset:
       categories, class names, image size, ...); saved with the run as preprocessing.json.
     split_info: how the rows were split (rule, seed, fractions, column, sizes), recorded in
       summary.json.
+    task_kwargs: what the task must know about the data, set as fields of the task before
+      training (e.g. `{'tags': ('O', 'B-Disease', 'I-Disease')}` for 'tagging').
 
   Inputs may also be a lazy array (images read from files on demand): an object with `shape`,
   `dtype`, `ndim`, `len()` and `[index_array or slice]` giving a NumPy array; only a sample of
@@ -95,6 +101,7 @@ class Dataset:
   tokenizer: Any = None
   preprocessing: Optional[Dict[str, Any]] = None
   split_info: Optional[Dict[str, Any]] = None
+  task_kwargs: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
   def __post_init__(self):
     validate(self)
@@ -152,6 +159,12 @@ def load_dataset(name: str, data_dir: Optional[str] = None, tfds_dir: Optional[s
       * 'ihdp', 'ihdp_1' ... 'ihdp_10': the IHDP treatment-effect benchmark (replication k;
         'ihdp' is 1), task 'treatment_effect', labels (treatment, y_factual, mu0, mu1), a 63/27/10
         random split seeded by k (see `jmed.data.ihdp`).
+      * 'ncbi_disease', 'bc2gm': biomedical NER corpora (IOB2), the corpora's own train / devel
+        / test; inputs word and character ids [n, length, 1 + text.char_length], labels tag ids
+        [n, length] (-1 padding), task 'tagging' (see `jmed.data.conll`).
+      * 'biomed_corpus': unlabelled in-domain text for masked-LM pretraining: the NER corpora's
+        train and devel sentences and Medical Abstracts' training split, never a test split
+        (see `jmed.data.corpus`).
 
   Raises:
     DataError: unknown `name` (the message lists valid names), or a missing
@@ -179,6 +192,12 @@ def load_dataset(name: str, data_dir: Optional[str] = None, tfds_dir: Optional[s
   if name in IHDP_NAMES:
     from jmed.data import ihdp  # pylint: disable=g-import-not-at-top
     return ihdp.load(name, data_dir, cache_dir())
+  if name in NER_NAMES:
+    from jmed.data import conll  # pylint: disable=g-import-not-at-top
+    return conll.load(name, data_dir, text)
+  if name == 'biomed_corpus':
+    from jmed.data import corpus  # pylint: disable=g-import-not-at-top
+    return corpus.load(data_dir, text)
   if name == 'mnist':
     return _load_mnist(data_dir, tfds_dir)
   return _load_medmnist(name, data_dir, tfds_dir)
@@ -276,9 +295,7 @@ def _load_text(data_dir, tfds_dir, text) -> Dataset:
   from jmed.text import tokenizer as jtokenizer  # pylint: disable=g-import-not-at-top
   text = text or TextConfig()
   raw = medical_abstracts.load(data_dir, tfds_dir)
-  tokenizer = jtokenizer.train_tokenizer(
-      raw['train'][0], kind=text.tokenizer, vocab_size=text.vocab_size,
-      min_frequency=text.min_frequency)
+  tokenizer = jtokenizer.from_config(raw['train'][0], text)
   splits = {split: (jtokenizer.encode(tokenizer, texts, text.max_length),
                     np.asarray(labels, np.int32))
             for split, (texts, labels) in raw.items()}
@@ -371,7 +388,8 @@ def validate(dataset: Dataset) -> None:
   for split, (inputs, labels) in dataset.splits.items():
     where = f'{dataset.name}/{split}'
     _validate_inputs(where, inputs, tuple(dataset.input_shape),
-                     dataset.model_kwargs.get('vocab_size'))
+                     dataset.model_kwargs.get('vocab_size'),
+                     dataset.model_kwargs.get('num_chars'))
     if len(labels) != len(inputs):
       raise DataError(f'{where}: {len(inputs)} inputs but {len(labels)} labels.')
     task.check_labels(labels, dataset.num_classes, dataset.input_shape, where)
@@ -380,7 +398,10 @@ def validate(dataset: Dataset) -> None:
 LAZY_SAMPLE = 64  # examples of a lazy input array that validation reads
 
 
-def _validate_inputs(where, inputs, shape, vocab_size) -> None:
+def _validate_inputs(where, inputs, shape, vocab_size, num_chars=None) -> None:
+  """Layout and values of a split's inputs; with `num_chars` (tagging) column 0 of the last
+  axis holds word ids below `vocab_size` and the other columns character ids below
+  `num_chars`."""
   if not isinstance(inputs, np.ndarray):  # lazy: check its declared layout and a sample
     if np.dtype(inputs.dtype) != np.float32 or tuple(inputs.shape[1:]) != shape:
       raise DataError(f'{where}: inputs are {inputs.dtype} {inputs.shape}, expected float32 '
@@ -393,6 +414,12 @@ def _validate_inputs(where, inputs, shape, vocab_size) -> None:
                     f'int32 [n, *{shape}].')
   if len(inputs) == 0:
     raise DataError(f'{where}: no examples.')
+  if inputs.dtype == np.int32 and num_chars is not None:  # word ids, then character ids
+    _validate_inputs(where, np.ascontiguousarray(inputs[..., 0]), shape[:-1], vocab_size)
+    if shape[-1] > 1:
+      _validate_inputs(f'{where} (characters)', np.ascontiguousarray(inputs[..., 1:]),
+                       (*shape[:-1], shape[-1] - 1), num_chars)
+    return
   if inputs.dtype == np.int32:  # token ids
     if inputs.min() < 0 or (vocab_size and inputs.max() >= vocab_size):
       raise DataError(f'{where}: token ids outside [0, {vocab_size}): '

@@ -120,7 +120,6 @@ def read_texts(frame, path: str, column: str) -> List[str]:
 def _train(jtokenizer, texts: List[str], text: TextConfig):
   """The tokenizer of `text` learned from the training texts."""
   try:
-    return jtokenizer.train_tokenizer(texts, kind=text.tokenizer, vocab_size=text.vocab_size,
-                                      min_frequency=text.min_frequency)
+    return jtokenizer.from_config(texts, text)
   except ValueError as error:  # an unknown kind or a too small vocab_size
     raise ConfigError(f'text: {error}') from None

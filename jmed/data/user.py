@@ -11,7 +11,8 @@ A source reads one format; each is a module with two functions:
 Sources (`SOURCES`): 'table' (CSV / Parquet / JSON Lines: features and label columns),
 'deepsurv' (HDF5 with DeepSurv's train/test groups of x, t, e), 'smiles' (a table with a SMILES
 column), 'text' (a table with a text column), 'images' (a folder with one subfolder per class)
-and 'npz' (MedMNIST's npz layout, 2D or 3D). 'auto' picks one from the path (`resolve_source`).
+'npz' (MedMNIST's npz layout, 2D or 3D) and 'conll' (token<TAB>tag lines, a blank line between
+sentences: named-entity tagging; one file, or a folder with train/devel/test files). 'auto' picks one from the path (`resolve_source`).
 """
 
 import dataclasses
@@ -27,7 +28,7 @@ from jmed.errors import ConfigError, DataError, MissingDataError
 
 SOURCES = {'table': 'jmed.data.tabular', 'deepsurv': 'jmed.data.deepsurv',
            'smiles': 'jmed.data.moleculenet', 'text': 'jmed.data.text_files',
-           'images': 'jmed.data.images', 'npz': 'jmed.data.npz'}
+           'images': 'jmed.data.images', 'npz': 'jmed.data.npz', 'conll': 'jmed.data.conll'}
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -48,7 +49,9 @@ class Rows:
 
 def resolve_source(data) -> str:
   """The source of a `DataConfig`: `data.source`, or from the path when 'auto': a folder is
-  'images', '.h5'/'.hdf5' 'deepsurv', '.npz' 'npz'; a table is 'smiles' when it has
+  'conll' when it holds train.tsv and test.tsv, else 'images'; '.conll', '.iob', '.bio' files
+  and a '.tsv' whose first line is token<TAB>tag are 'conll' (`jmed.data.conll.looks_like`);
+  '.h5'/'.hdf5' 'deepsurv', '.npz' 'npz'; a table is 'smiles' when it has
   `data.smiles_column`, 'text' when it has `data.text_column`, else 'table'.
 
   Raises:
@@ -60,6 +63,9 @@ def resolve_source(data) -> str:
     raise MissingDataError(f'Data file or folder not found: {data.path}')
   if data.source != 'auto':
     return data.source
+  from jmed.data import conll  # pylint: disable=g-import-not-at-top
+  if conll.looks_like(data.path):
+    return 'conll'
   if os.path.isdir(data.path):
     return 'images'
   lower = data.path.lower()

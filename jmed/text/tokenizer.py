@@ -110,6 +110,21 @@ def train_tokenizer(texts: Sequence[str], *, kind: str = 'word',
   return tokenizer
 
 
+def from_config(train_texts: Sequence[str], text) -> tokenizers.Tokenizer:
+  """The tokenizer a `jmed.configs.TextConfig` asks for: the saved one at `text.tokenizer_path`
+  (a pretrained run's, whose embedding rows are its ids), else one learned from `train_texts`
+  with `text.tokenizer`, `vocab_size` and `min_frequency`.
+
+  Raises:
+    MissingDataError / DataError: `tokenizer_path` missing or not a tokenizer (names it).
+    ValueError: see `train_tokenizer`.
+  """
+  if text.tokenizer_path:
+    return load(text.tokenizer_path)
+  return train_tokenizer(train_texts, kind=text.tokenizer, vocab_size=text.vocab_size,
+                         min_frequency=text.min_frequency)
+
+
 def encode(tokenizer: tokenizers.Tokenizer, texts: Sequence[str],
            max_length: int) -> np.ndarray:
   """Token ids of `texts`, truncated and right-padded to `max_length`.
