@@ -1,5 +1,6 @@
 """Shared fixtures: the real data under ../shared/data (or $JMED_DATA_DIR)."""
 
+import concurrent.futures
 import os
 import json
 import subprocess
@@ -72,19 +73,35 @@ def packed_graphs(rows=6):
                       graph([7], [])], rows)
 
 
-def run_on_forced_devices(tmp_path, devices: int, script: str, inputs_path):
+def run_on_forced_devices(tmp_path, devices: int, script: str, inputs_path,
+                          fast_compile: bool = False):
   """Runs `script` in a fresh Python with `devices` forced CPU devices.
 
   The script gets `inputs_path` and an output .npz path as argv[1:3]; returns (its saved
   arrays, its stdout). A fresh process is needed: the device count is fixed at JAX start-up.
+  `fast_compile` lowers XLA's backend optimisation (about half the compile time of a tiny
+  model; both sides of a comparison must use the same setting).
   """
   out = tmp_path / f'out{devices}.npz'
-  env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}',
-             JAX_PLATFORMS='cpu', PYTHONPATH=str(REPO))
+  flags = f'--xla_force_host_platform_device_count={devices}'
+  if fast_compile:
+    flags += ' --xla_backend_optimization_level=0'
+  env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS='cpu', PYTHONPATH=str(REPO))
   proc = subprocess.run([sys.executable, '-c', script, str(inputs_path), str(out)],
                         env=env, capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
   return dict(np.load(out)), proc.stdout
+
+
+def one_and_four_devices(tmp_path, script: str, inputs_path):
+  """(arrays saved by `script` on 1 forced CPU device, on 4), both processes run at once with
+  `fast_compile` (see `run_on_forced_devices`)."""
+  with concurrent.futures.ThreadPoolExecutor(2) as pool:
+    one, four = pool.map(
+        lambda n: run_on_forced_devices(tmp_path, n, script, inputs_path, fast_compile=True)[0],
+        (1, 4))
+  assert int(one.pop('devices')) == 1 and int(four.pop('devices')) == 4
+  return one, four
 
 
 _HIDE_TENSORFLOW = textwrap.dedent("""
