@@ -54,13 +54,19 @@ class TextConfig:
     min_frequency: tokens rarer than this in the training split map to [UNK] (word) or are not
       merged (wordpiece).
     max_length: tokens per document: longer ones are truncated, shorter ones padded, so every
-      batch has one shape and compiles once.
+      batch has one shape and compiles once. Tagging: the longest sentence kept whole (longer
+      ones are cut into pieces of this length).
+    tokenizer_path: a saved tokenizer.json to encode with instead of learning one from the
+      training split (a pretrained run's; `TrainConfig.init_from` sets it).
+    char_length: tagging: characters kept per token for the character features (0: none).
   """
 
   tokenizer: str = 'word'
   vocab_size: int = 20000
   min_frequency: int = 2
   max_length: int = 256
+  tokenizer_path: str = ''
+  char_length: int = 20
 
 
 @dataclasses.dataclass
@@ -187,7 +193,7 @@ class DataConfig:
 
 
 # Choices of DataConfig fields, checked before any data is read (scripts/train.py's choices).
-DATA_SOURCES = ('auto', 'table', 'deepsurv', 'smiles', 'text', 'images', 'npz')
+DATA_SOURCES = ('auto', 'table', 'deepsurv', 'smiles', 'text', 'images', 'npz', 'conll')
 DATA_TASKS = ('auto', 'binary', 'multiclass', 'multilabel', 'regression', 'survival',
               'treatment_effect')
 SPLIT_RULES = ('auto', 'random', 'stratified', 'scaffold', 'group')
@@ -247,6 +253,10 @@ class TrainConfig:
       windows of this size (0: the model sees each whole image at once).
     eval_stride: the sliding windows' stride (0: eval_window // 2); overlaps are averaged with
       Gaussian weights.
+    init_from: a run directory (e.g. of masked-LM pretraining, `scripts/pretrain.py`) whose best
+      checkpoint initialises every parameter of the model with the same name and shape (the
+      word embedding and Transformer encoder); text is then encoded with that run's
+      tokenizer.json. The parameters taken are listed in summary.json.
   """
 
   model: str = 'seed_cnn'
@@ -280,6 +290,7 @@ class TrainConfig:
   patch_size: int = 0
   eval_window: int = 0
   eval_stride: int = 0
+  init_from: str = ''
 
 
 def field_docs(cls) -> dict:
@@ -333,10 +344,15 @@ def _known_fields(cls, values: dict, where: str) -> dict:
   return {k: v for k, v in values.items() if k in known}
 
 
-def _text_recipe(model: str, model_kwargs: dict) -> TrainConfig:
+# The Transformer encoder that masked-LM pretraining trains (`PRETRAIN_RECIPE`) and the models
+# starting from it repeat (`init_from` takes parameters by name and shape).
+PRETRAINED_ENCODER = {'embed_dim': 128, 'num_layers': 2, 'num_heads': 4, 'mlp_dim': 256}
+
+
+def _text_recipe(model: str, model_kwargs: dict, learning_rate: float = 3e-3) -> TrainConfig:
   return TrainConfig(
       model=model, dataset='medical_abstracts', epochs=10, batch_size=32, eval_batch_size=289,
-      optimizer=OptimizerConfig(name='adamw', learning_rate=3e-3, weight_decay=0.05,
+      optimizer=OptimizerConfig(name='adamw', learning_rate=learning_rate, weight_decay=0.05,
                                 schedule='warmup_cosine', warmup_steps=60),
       dropout_rate=0.5, class_weights='balanced', select_metric='f1',
       text=TextConfig(min_frequency=5, max_length=256), model_kwargs=model_kwargs,
@@ -348,6 +364,45 @@ TEXT_RECIPES = {
     'transformer': _text_recipe('transformer', {'embed_dim': 64, 'num_layers': 1, 'num_heads': 4,
                                                 'mlp_dim': 128, 'pooling': 'attention'}),
     'gru': _text_recipe('gru', {'embed_dim': 64, 'hidden_size': 32, 'pooling': 'attention'}),
+    # the pretrained encoder's shape, to compare from scratch with '+pretrained' (init_from)
+    'transformer_2x128': _text_recipe('transformer', dict(PRETRAINED_ENCODER,
+                                                          pooling='attention'),
+                                      learning_rate=1e-3),
+}
+
+
+# Masked-LM pretraining of a Transformer encoder on in-domain text (`scripts/pretrain.py`,
+# dataset 'biomed_corpus': the NER corpora's train and devel sentences and Medical Abstracts'
+# training split). Its run directory is what `init_from` takes.
+PRETRAIN_RECIPE = TrainConfig(
+    model='masked_lm', dataset='biomed_corpus', epochs=8, batch_size=64, eval_batch_size=256,
+    optimizer=OptimizerConfig(name='adamw', learning_rate=1e-3, weight_decay=0.01,
+                              schedule='warmup_cosine', warmup_steps=300, clip_norm=1.0),
+    dropout_rate=0.1, select_metric='accuracy',
+    text=TextConfig(vocab_size=20000, min_frequency=3, max_length=128),
+    model_kwargs=dict(PRETRAINED_ENCODER), steps_per_dispatch=4,
+    output_dir='runs/pretrain_biomed')
+
+
+def _ner_recipe(model: str, model_kwargs: dict, *, learning_rate: float,
+                epochs: int) -> TrainConfig:
+  return TrainConfig(
+      model=model, dataset='ncbi_disease', epochs=epochs, batch_size=32, eval_batch_size=256,
+      optimizer=OptimizerConfig(name='adam', learning_rate=learning_rate, clip_norm=5.0),
+      dropout_rate=0.5, text=TextConfig(min_frequency=1, max_length=256, char_length=20),
+      model_kwargs=dict(model_kwargs, word_dropout=0.15), early_stopping_patience=4,
+      steps_per_dispatch=4, output_dir=f'runs/{model}_ncbi_disease')
+
+
+# Named-entity taggers on NCBI-disease (`scripts/compare_ner.py`): a BiLSTM-CRF with character
+# CNN features (Lample et al. 2016; Ma & Hovy 2016) and a Transformer-CRF of the pretrained
+# encoder's shape; validation entity F1 picks the checkpoint.
+NER_RECIPES = {
+    'lstm_crf': _ner_recipe('lstm_tagger', {'embed_dim': 128, 'hidden_size': 128,
+                                            'char_features': 64}, learning_rate=1e-3, epochs=15),
+    'transformer_crf': _ner_recipe('transformer_tagger', dict(PRETRAINED_ENCODER,
+                                                              char_features=64),
+                                   learning_rate=5e-4, epochs=15),
 }
 
 

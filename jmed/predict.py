@@ -74,7 +74,7 @@ def predict_file(run_dir: str, path: str, which: str = 'best',
   metrics = None
   if rows.labels is not None:
     metrics = task.evaluate(predictions, rows.labels)
-    columns = {**columns, **_label_columns(rows.labels, preprocessing)}
+    columns = {**columns, **task.label_table(rows.labels, _class_names(preprocessing))}
   return Predictions(ids=list(rows.ids), columns=columns, metrics=metrics)
 
 
@@ -106,14 +106,9 @@ def output_names(preprocessing: dict) -> List[str]:
   return [str(i) for i in range(preprocessing['dataset']['num_classes'])]
 
 
-def _label_columns(labels: np.ndarray, preprocessing: dict) -> Dict[str, np.ndarray]:
-  """The file's own labels beside the predictions: 'label' (class names for classifiers) or
-  'label_<i>' per label column."""
-  labels = np.asarray(labels)
-  if labels.ndim == 1:
-    classes = (preprocessing.get('labels') or {}).get('classes') or preprocessing.get('classes')
-    return {'label': np.asarray(classes, dtype=object)[labels] if classes else labels}
-  return {f'label_{i}': labels[:, i] for i in range(labels.shape[1])}
+def _class_names(preprocessing: dict):
+  """The training rows' class names (single-label classification), else None."""
+  return (preprocessing.get('labels') or {}).get('classes') or preprocessing.get('classes')
 
 
 def _baseline(cfg, model, variables, task, batch_size: int):

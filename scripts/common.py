@@ -55,3 +55,22 @@ def format_rows(rows: List[Dict], metric: str) -> str:
                                                str(len(row[metric]))]
     lines.append('| ' + ' | '.join(cells) + ' |')
   return '\n'.join(lines)
+
+
+PRETRAINED = '+pretrained'  # a model name's suffix: start from a pretrained run (--init-from)
+
+
+def recipe(recipes: Dict, name: str, init_from: str = ''):
+  """`recipes[name]` (a `jmed.configs.TrainConfig`); a name ending in '+pretrained' is the same
+  recipe starting from `init_from` (`TrainConfig.init_from`: parameters taken by name and shape,
+  text encoded with that run's tokenizer). Exits naming the valid names on an unknown one."""
+  base = name[:-len(PRETRAINED)] if name.endswith(PRETRAINED) else name
+  if base not in recipes:
+    raise SystemExit(f'unknown model {name!r}; valid: {", ".join(recipes)} (each optionally '
+                     f'with {PRETRAINED!r} and --init-from)')
+  cfg = recipes[base]
+  if name.endswith(PRETRAINED):
+    if not init_from:
+      raise SystemExit(f'{name} needs --init-from (a run of scripts/pretrain.py)')
+    cfg = dataclasses.replace(cfg, init_from=init_from)
+  return cfg

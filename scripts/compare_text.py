@@ -1,8 +1,11 @@
 #!/usr/bin/env python
 """Medical Abstracts: the Transformer and the GRU against TF-IDF + logistic regression, on the
-same stratified split, in one run; prints a Markdown table of test macro-F1.
+same stratified split, in one run; prints a Markdown table of test macro-F1. Models named
+'<recipe>+pretrained' start from a masked-LM run (`scripts/pretrain.py`) given by --init-from.
 
   python scripts/compare_text.py --data-dir ../shared/data --seeds 0 1 2
+  python scripts/compare_text.py --data-dir ../shared/data --seeds 0 1 2 \
+    --models transformer_2x128 transformer_2x128+pretrained --init-from runs/pretrain_biomed
 """
 
 import argparse
@@ -21,7 +24,7 @@ from jmed import configs
 from jmed import tasks
 from jmed.data import datasets
 from jmed.data import medical_abstracts
-from jmed.train.loop import fit
+from jmed.train import loop
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402  (scripts/common.py)
@@ -32,7 +35,8 @@ TFIDF_CS = (1, 3, 10, 30, 100)  # the logistic regression's inverse L2 strengths
 
 def compare_text(data_dir: Optional[str], tfds_dir: Optional[str], output_dir: str,
                  seeds: Sequence[int] = (0,), models: Sequence[str] = ('transformer', 'gru'),
-                 max_steps: int = 0, tfidf_cs: Sequence[float] = TFIDF_CS) -> List[Dict]:
+                 max_steps: int = 0, tfidf_cs: Sequence[float] = TFIDF_CS,
+                 init_from: str = '') -> List[Dict]:
   """Test macro-F1 on the Medical Abstracts split: TF-IDF + logistic regression (tuned on
   validation) and each model of `configs.TEXT_RECIPES` (checkpoint chosen by validation
   macro-F1), one row per model. Every row's macro-F1 is the multiclass task's 'f1' (per-class
@@ -43,9 +47,11 @@ def compare_text(data_dir: Optional[str], tfds_dir: Optional[str], output_dir: s
     data_dir, tfds_dir: data root (None: $JMED_DATA_DIR, else download) and TFDS folder.
     output_dir: each model run writes to `<output_dir>/<model>_seed<seed>`.
     seeds: one run per seed for each model (the peer is deterministic: one run).
-    models: keys of `configs.TEXT_RECIPES`.
+    models: keys of `configs.TEXT_RECIPES`, each optionally suffixed '+pretrained': the same
+      recipe starting from the masked-LM run `init_from` (`scripts/pretrain.py`).
     max_steps: caps every training run (0: the recipes' epochs).
     tfidf_cs: the logistic regression's C grid (`tfidf_logistic_regression`).
+    init_from: the pretrained run of the '+pretrained' models.
 
   Returns:
     One row per model: 'model', 'test_macro_f1' and 'val_macro_f1' (one value per seed) and
@@ -55,16 +61,17 @@ def compare_text(data_dir: Optional[str], tfds_dir: Optional[str], output_dir: s
   rows = [tfidf_row(raw, tfidf_cs)]
   loaded = {}
   for name in models:
-    recipe = configs.TEXT_RECIPES[name]
-    key = dataclasses.astuple(recipe.text)
+    recipe = common.recipe(configs.TEXT_RECIPES, name, init_from)
+    text = loop.text_config(recipe)  # a pretrained run's tokenizer for '+pretrained'
+    key = dataclasses.astuple(text)
     if key not in loaded:
-      loaded[key] = datasets.load_dataset('medical_abstracts', data_dir, tfds_dir,
-                                          text=recipe.text)
+      loaded[key] = datasets.load_dataset('medical_abstracts', data_dir, tfds_dir, text=text)
     row = {'model': name, 'test_macro_f1': [], 'val_macro_f1': [],
            'settings': recipe.model_kwargs}
     for seed in seeds:
-      cfg = common.seeded(recipe, output_dir, name, seed, data_dir, tfds_dir, max_steps)
-      summary = fit(cfg, loaded[key])
+      cfg = common.seeded(recipe, output_dir, name.replace('+', '_'), seed, data_dir, tfds_dir,
+                          max_steps)
+      summary = loop.fit(cfg, loaded[key])
       row['test_macro_f1'].append(summary['test_f1'])
       row['val_macro_f1'].append(summary['best']['value'])
     rows.append(row)
@@ -126,10 +133,12 @@ def main(argv=None):
   parser.add_argument('--tfidf-cs', type=float, nargs='+', default=list(TFIDF_CS),
                       help="the TF-IDF peer's logistic regression C grid (with class weights "
                            'none/balanced and unigrams/bigrams)')
+  parser.add_argument('--init-from', default='', help="a pretrained run (scripts/pretrain.py) "
+                      "for the models named with '+pretrained'")
   common.add_max_steps_flag(parser)
   args = parser.parse_args(argv)
   rows = compare_text(args.data_dir, args.tfds_dir, args.output_dir, args.seeds, args.models,
-                      args.max_steps, args.tfidf_cs)
+                      args.max_steps, args.tfidf_cs, args.init_from)
   print(json.dumps(rows, indent=1, default=str))
   print(common.format_rows(rows, 'test_macro_f1'))
 

@@ -6,21 +6,24 @@ from jmed.errors import ConfigError
 
 from jmed.models.causal import Dragonnet, TARNet
 from jmed.models.cnn import SeedCNN
+from jmed.models.crf import CRF
 from jmed.models.dmpnn import DMPNN
 from jmed.models.grud import GRUDCell, GRUDClassifier
 from jmed.models.heads import DiscreteTimeHead
 from jmed.models.layers import Conv, Conv3D, ValidConv, max_pool
+from jmed.models.mlm import MaskedLM
 from jmed.models.mlp import MLP
 from jmed.models.recurrent import RNNClassifier, RNNEncoder
 from jmed.models.resnet import ResNet, ResNet18, ResNet18_3D, ResNet50, ResNet50_3D
+from jmed.models.tagger import CharCNN, SequenceTagger
 from jmed.models.text_cnn import TextCNN
 from jmed.models.transformer import EncoderBlock, TransformerClassifier, TransformerEncoder
 from jmed.models.unet import UNet
 
-__all__ = ['Conv', 'Conv3D', 'DMPNN', 'DiscreteTimeHead', 'Dragonnet', 'EncoderBlock',
-           'GRUDCell', 'GRUDClassifier', 'MLP', 'MODELS',
+__all__ = ['CRF', 'CharCNN', 'Conv', 'Conv3D', 'DMPNN', 'DiscreteTimeHead', 'Dragonnet',
+           'EncoderBlock', 'GRUDCell', 'GRUDClassifier', 'MLP', 'MODELS', 'MaskedLM',
            'RNNClassifier', 'RNNEncoder', 'ResNet', 'ResNet18', 'ResNet18_3D', 'ResNet50',
-           'ResNet50_3D', 'SeedCNN', 'TARNet', 'TextCNN',
+           'ResNet50_3D', 'SeedCNN', 'SequenceTagger', 'TARNet', 'TextCNN',
            'TransformerClassifier', 'TransformerEncoder', 'UNet', 'ValidConv', 'get_model',
            'inspect', 'max_pool']
 
@@ -43,6 +46,11 @@ MODELS = {
     'unet': UNet,  # images to per-pixel logits (task 'segmentation')
     'tarnet': TARNet,  # covariates to potential outcomes (task 'treatment_effect'; + IPM: CFR)
     'dragonnet': Dragonnet,  # TARNet-like, with a propensity head and targeted regularisation
+    # token tagging (task 'tagging', inputs from jmed.data.conll): encoder + linear-chain CRF
+    'lstm_tagger': functools.partial(SequenceTagger, encoder='lstm'),
+    'gru_tagger': functools.partial(SequenceTagger, encoder='gru'),
+    'transformer_tagger': functools.partial(SequenceTagger, encoder='transformer'),
+    'masked_lm': MaskedLM,  # Transformer encoder pretraining (task 'masked_lm')
 }
 
 

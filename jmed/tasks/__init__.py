@@ -12,9 +12,10 @@ them compares task names.
   metrics = task.evaluate(np.asarray(probs), labels)  # accuracy, AUROC, ..., on the host
 
 Kinds: 'binary', 'multiclass' (softmax), 'multilabel' (sigmoids, -1 = missing label),
-'regression', 'survival' (Cox), 'segmentation' and 'treatment_effect' (potential outcomes of a
-binary treatment: TARNet, CFR, Dragonnet). Adding a kind is one module here with a
-`Task` subclass, one entry in `TASKS`, and its tests.
+'regression', 'survival' (Cox), 'segmentation', 'treatment_effect' (potential outcomes of a
+binary treatment: TARNet, CFR, Dragonnet), 'tagging' (a tag per token, CRF or softmax, scored by
+entity F1) and 'masked_lm' (masked-language-model pretraining). Adding a kind is one module here
+with a `Task` subclass, one entry in `TASKS`, and its tests.
 """
 
 from typing import Union
@@ -22,13 +23,16 @@ from typing import Union
 from jmed.tasks.base import Task
 from jmed.tasks.classification import Binary, Multiclass
 from jmed.tasks.effect import TreatmentEffect
+from jmed.tasks.masked_lm import MaskedLM
 from jmed.tasks.multilabel import Multilabel
 from jmed.tasks.regression import Regression
 from jmed.tasks.segmentation import Segmentation
 from jmed.tasks.survival import Survival
+from jmed.tasks.tagging import Tagging
 
 TASKS = {task.name: task for task in (Binary(), Multiclass(), Multilabel(), Regression(),
-                                      Survival(), Segmentation(), TreatmentEffect())}
+                                      Survival(), Segmentation(), TreatmentEffect(),
+                                      Tagging(), MaskedLM())}
 
 
 def get(task: Union[str, Task]) -> Task:
@@ -44,5 +48,5 @@ def get(task: Union[str, Task]) -> Task:
   return TASKS[task]
 
 
-__all__ = ['Binary', 'Multiclass', 'Multilabel', 'Regression', 'Segmentation', 'Survival',
-           'TASKS', 'Task', 'TreatmentEffect', 'get']
+__all__ = ['Binary', 'MaskedLM', 'Multiclass', 'Multilabel', 'Regression', 'Segmentation',
+           'Survival', 'TASKS', 'Tagging', 'Task', 'TreatmentEffect', 'get']

@@ -128,6 +128,14 @@ class Task:
     predictions = np.asarray(predictions)
     return {f'predicted_{name}': predictions[:, i] for i, name in enumerate(names)}
 
+  def label_table(self, labels: np.ndarray, classes=None) -> Dict[str, np.ndarray]:
+    """predictions.csv's columns of a file's own labels [n, ...]: 'label' (by class name when
+    `classes` names them) for one label per row, else 'label_<i>' per label column."""
+    labels = np.asarray(labels)
+    if labels.ndim == 1:
+      return {'label': np.asarray(classes, dtype=object)[labels] if classes else labels}
+    return {f'label_{i}': labels[:, i] for i in range(labels.shape[1])}
+
   def evaluate(self, predictions: np.ndarray, labels: np.ndarray) -> Dict:
     """Metrics of a whole split's predictions; may include its own 'loss' where the per-batch
     loss is not the split's (the Cox loss)."""

@@ -44,7 +44,7 @@ from jmed.data import augment as jaugment
 from jmed.data import pipeline
 from jmed.errors import ConfigError, NonFiniteLossError, RunDirError
 from jmed.optim import make_optimizer, make_schedule
-from jmed.train import checkpoint, logs, parallel, steps
+from jmed.train import checkpoint, init_from, logs, parallel, steps
 from jmed.train.state import create_train_state
 
 __all__ = ['Ensemble', 'NonFiniteLossError', 'RESUMABLE_FIELDS', 'build_model', 'check_config',
@@ -103,6 +103,7 @@ class _Run:
   last_step: int
   privacy: Optional[tuple]
   primary: bool  # the process that writes logs and JSON files
+  init_report: Optional[dict] = None  # the parameters taken from cfg.init_from
   manager: Any = None
   best_manager: Any = None
   log: Any = None
@@ -244,10 +245,21 @@ def load_dataset(cfg: TrainConfig):
   (`jmed.data.user`), else the built-in dataset `cfg.dataset`."""
   if cfg.data.path:
     from jmed.data import user  # pylint: disable=g-import-not-at-top
-    return user.load(cfg)
+    return user.load(dataclasses.replace(cfg, text=text_config(cfg)))
   from jmed.data.datasets import load_dataset as load  # pylint: disable=g-import-not-at-top
-  return load(cfg.dataset, data_dir=cfg.data_dir, tfds_dir=cfg.tfds_dir, text=cfg.text,
+  return load(cfg.dataset, data_dir=cfg.data_dir, tfds_dir=cfg.tfds_dir, text=text_config(cfg),
               molecule=cfg.molecule)
+
+
+def text_config(cfg: TrainConfig):
+  """`cfg.text`, encoding with the tokenizer of run `cfg.init_from` when that run has one (a
+  pretrained encoder's embedding rows are that tokenizer's ids) and no tokenizer_path is set."""
+  if not cfg.init_from or cfg.text.tokenizer_path:
+    return cfg.text
+  path = os.path.join(cfg.init_from, 'tokenizer.json')
+  if not os.path.isfile(path):
+    return cfg.text
+  return dataclasses.replace(cfg.text, tokenizer_path=path)
 
 
 # ---------------------------------------------------------------- setup
@@ -256,7 +268,8 @@ def load_dataset(cfg: TrainConfig):
 def _setup(cfg: TrainConfig, dataset, ensemble: Optional[Ensemble]):
   """Checks everything that can fail on bad input, then creates the output directory, the
   state (restored on resume), the compiled steps and the logs. Returns (run, state)."""
-  task = configured_task(cfg, dataset.task).fit_to(dataset.splits['train'][1])
+  task = configured_task(cfg, dataset.task, getattr(dataset, 'task_kwargs', None)).fit_to(
+      dataset.splits['train'][1])
   metric = task.select_metric(cfg.select_metric)
   class_weights = _class_weights(cfg, task, dataset)
   augment = _augment(cfg, task)
@@ -273,6 +286,9 @@ def _setup(cfg: TrainConfig, dataset, ensemble: Optional[Ensemble]):
   model = build_model(cfg, dataset)
   tx = make_optimizer(cfg.optimizer, total_steps)
   state = _init_state(model, tx, dataset.splits['train'][0][:1], cfg.seed, ensemble)
+  init_report = None
+  if cfg.init_from and not cfg.resume:
+    state, init_report = _init_from(cfg, state, ensemble)
   if privacy:
     jprivacy.check_applies(task, state.model_state)
   state = parallel.replicate(state, mesh)
@@ -282,28 +298,39 @@ def _setup(cfg: TrainConfig, dataset, ensemble: Optional[Ensemble]):
   run = _Run(cfg=cfg, dataset=dataset, task=task, metric=metric, mesh=mesh, ensemble=ensemble,
               train_fn=train_fn, eval_fn=eval_fn, steps_per_epoch=steps_per_epoch,
               last_step=min(total_steps, cfg.max_steps) if cfg.max_steps else total_steps,
-              privacy=privacy, primary=distributed.is_primary())
+              privacy=privacy, primary=distributed.is_primary(), init_report=init_report)
   state = _open_output_dir(run, state, make_schedule(cfg.optimizer, total_steps))
   return run, state
 
 
-def configured_task(cfg: TrainConfig, name: str) -> tasks.Task:
-  """The task `name` with the fields `cfg.task_kwargs` sets (before `fit_to`).
+def configured_task(cfg: TrainConfig, name: str, data_kwargs=None) -> tasks.Task:
+  """The task `name` with the fields the dataset sets (`Dataset.task_kwargs`, e.g. tag names),
+  then those `cfg.task_kwargs` sets (before `fit_to`).
 
   Raises:
     ConfigError: a key that is not a field of the task; the message lists the valid ones.
   """
   task = tasks.get(name)
-  if not cfg.task_kwargs:
+  kwargs = {**(data_kwargs or {}), **cfg.task_kwargs}
+  if not kwargs:
     return task
   valid = [f.name for f in dataclasses.fields(task)]
-  unknown = sorted(set(cfg.task_kwargs) - set(valid))
+  unknown = sorted(set(kwargs) - set(valid))
   if unknown:
     raise ConfigError(f'task_kwargs {unknown} do not apply to task {task.name!r}; valid keys: '
                       f'{", ".join(valid) or "none"}.')
   # JSON gives lists; tuples keep the task hashable (a static argument of the steps).
   return dataclasses.replace(task, **{k: tuple(v) if isinstance(v, list) else v
-                                      for k, v in cfg.task_kwargs.items()})
+                                      for k, v in kwargs.items()})
+
+
+def _init_from(cfg: TrainConfig, state, ensemble: Optional[Ensemble]):
+  """(state with the parameters of run `cfg.init_from` that match by name and shape, what was
+  taken). Raises `ConfigError` for an ensemble or when nothing matches."""
+  if ensemble is not None:
+    raise ConfigError('init_from applies to single models, not to ensembles.')
+  params, report = init_from.merge(state.params, init_from.pretrained_params(cfg.init_from))
+  return state.replace(params=params), {'run': cfg.init_from, **report}
 
 
 def _check_divisible(field: str, batch_size: int, mesh) -> None:
@@ -710,6 +737,7 @@ def _finish(run: _Run, state, best: Optional[dict], step: int, stopped_early: bo
       'epochs': cfg.epochs, 'batch_size': cfg.batch_size, 'devices': run.mesh.devices.size,
       'processes': jax.process_count(), 'dtype': cfg.dtype,
       'best': best, 'stopped_early': stopped_early, **run.task.summary(),
+      **({'init_from': run.init_report} if run.init_report else {}),
       **({'split': run.dataset.split_info}
          if getattr(run.dataset, 'split_info', None) is not None else {}),
       **({'privacy': _budget(cfg, len(run.train_split[0]), step)} if run.privacy else {}),
