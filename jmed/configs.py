@@ -368,6 +368,9 @@ TEXT_RECIPES = {
     'transformer_2x128': _text_recipe('transformer', dict(PRETRAINED_ENCODER,
                                                           pooling='attention'),
                                       learning_rate=1e-3),
+    # no Transformer block: the (pretrained) word embeddings, attention-pooled (fastText-like)
+    'embedding_bag_128': _text_recipe('transformer', dict(PRETRAINED_ENCODER, num_layers=0,
+                                                          pooling='attention')),
 }
 
 

@@ -6,30 +6,13 @@ import os
 import numpy as np
 import pytest
 
-from jmed import tasks
 from jmed.configs import DataConfig, TextConfig
 from jmed.data import conll
 from jmed.errors import ConfigError, DataError, MissingDataError
-from jmed.tasks.base import Task
 from jmed.text import tokenizer as jtokenizer
 
 REAL_NER = os.path.join(os.path.dirname(__file__), '..', '..', 'shared', 'data')
 TEXT = TextConfig(vocab_size=1000, min_frequency=1, max_length=16)
-
-
-@dataclasses.dataclass(frozen=True)
-class _Tagging(Task):
-  """Stands in for the 'tagging' task until it is registered: int32 labels [n, L]."""
-  name = 'tagging'
-
-  def label_shape(self, num_outputs, input_shape):
-    return (input_shape[0],)
-
-
-@pytest.fixture(autouse=True)
-def tagging_task(monkeypatch):
-  if 'tagging' not in tasks.TASKS:
-    monkeypatch.setitem(tasks.TASKS, 'tagging', _Tagging())
 
 
 def write(path, text):

@@ -1,35 +1,17 @@
 """The masked-LM pretraining corpus (jmed.data.corpus)."""
 
-import dataclasses
 import logging
 import os
 
 import numpy as np
 import pytest
 
-from jmed import tasks
 from jmed.configs import TextConfig
 from jmed.data import corpus
 from jmed.errors import ConfigError, DataError, MissingDataError
-from jmed.tasks.base import Task
 
 REAL = os.path.join(os.path.dirname(__file__), '..', '..', 'shared', 'data')
 TEXT = TextConfig(vocab_size=500, min_frequency=1, max_length=8)
-
-
-@dataclasses.dataclass(frozen=True)
-class _MaskedLM(Task):
-  """Stands in for the 'masked_lm' task until it is registered: int32 labels [n, L]."""
-  name = 'masked_lm'
-
-  def label_shape(self, num_outputs, input_shape):
-    return (input_shape[0],)
-
-
-@pytest.fixture(autouse=True)
-def masked_lm_task(monkeypatch):
-  if 'masked_lm' not in tasks.TASKS:
-    monkeypatch.setitem(tasks.TASKS, 'masked_lm', _MaskedLM())
 
 
 def write(path, sentences, docstart=False):

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import run_on_forced_devices
+from conftest import one_and_four_devices
 from jmed import configs, models, tasks
 from jmed.causal import metrics
 from jmed.errors import ConfigError, DataError
@@ -193,9 +193,7 @@ def test_cfr_step_on_four_devices_equals_one_device(tmp_path):
   y = np.stack([t, x[..., 0] + t * (1 + x[..., 1]), np.zeros_like(t), np.zeros_like(t)], -1)
   path = tmp_path / 'inputs.npz'
   np.savez(path, x=x, y=y.astype(np.float32))
-  one, _ = run_on_forced_devices(tmp_path, 1, _PARALLEL_WORKER, path)
-  four, _ = run_on_forced_devices(tmp_path, 4, _PARALLEL_WORKER, path)
-  assert int(one['devices']) == 1 and int(four['devices']) == 4
+  one, four = one_and_four_devices(tmp_path, _PARALLEL_WORKER, path)
   assert (one['ipm'] > 0).all()  # per-device halves would have no treated-control pair: 0
   np.testing.assert_allclose(four['ipm'], one['ipm'], rtol=1e-5)
   np.testing.assert_allclose(four['loss'], one['loss'], rtol=1e-5)

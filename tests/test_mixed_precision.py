@@ -52,6 +52,8 @@ def _images(shape):
 
 
 _TEXT = {'vocab_size': 20, 'embed_dim': 8}
+_TAGGER = {**_TEXT, 'num_chars': 12, 'char_dim': 4, 'char_features': 4, 'word_dropout': 0.1}
+TAGGED = np.concatenate([IDS[..., None], (IDS[..., None] + np.arange(3)) % 12], -1)  # + chars
 # name -> (hyperparameters, inputs); 3 classes everywhere.
 TINY = {
     'seed_cnn': ({'features': (4, 8), 'hidden': 8}, _images((3, 28, 28, 1))),
@@ -72,8 +74,15 @@ TINY = {
     'tarnet': ({'representation': (8, 8), 'head': (4,)}, _images((3, 9))),
     'dragonnet': ({'representation': (8, 8), 'head': (4,)}, _images((3, 9))),
     'unet': ({'features': (4, 8)}, _images((3, 8, 8, 1))),
+    'lstm_tagger': ({**_TAGGER, 'hidden_size': 6}, TAGGED),
+    'gru_tagger': ({**_TAGGER, 'hidden_size': 6, 'crf': False}, TAGGED),
+    'transformer_tagger': ({**_TAGGER, 'num_heads': 2, 'mlp_dim': 16, 'max_length': 16}, TAGGED),
+    'masked_lm': ({'vocab_size': 3, 'embed_dim': 8, 'num_heads': 2, 'mlp_dim': 16,
+                   'max_length': 16}, IDS % 3),
 }
 EFFECT_MODELS = ('tarnet', 'dragonnet')  # outputs a dict; labels (treatment, outcome, mu0, mu1)
+TAGGERS = ('lstm_tagger', 'gru_tagger', 'transformer_tagger')  # labels: a tag per token
+_TAGS = dataclasses.replace(tasks.get('tagging'), tags=('O', 'B-X', 'I-X'))
 
 
 def test_every_registered_model_is_covered():
@@ -90,6 +99,10 @@ def _tiny_batch(name):
   if name == 'unet':
     labels = np.arange(x[..., 0].size).reshape(x.shape[:3]).astype(np.int32) % 3
     return {'inputs': x, 'labels': labels}
+  if name in TAGGERS:
+    return {'inputs': x, 'labels': np.where(x[..., 0] > 0, x[..., 0] % 3, -1).astype(np.int32)}
+  if name == 'masked_lm':
+    return {'inputs': x, 'labels': x}
   if name in EFFECT_MODELS:
     labels = np.array([[1, 0.5, np.nan, np.nan], [0, -1.0, np.nan, np.nan],
                        [1, 2.0, np.nan, np.nan]], np.float32)
@@ -105,7 +118,8 @@ def _tiny_state(name, dtype):
 
 
 def _step_fn(name):
-  task = {'unet': 'segmentation', **dict.fromkeys(EFFECT_MODELS, 'treatment_effect')}
+  task = {'unet': 'segmentation', 'masked_lm': 'masked_lm',
+          **dict.fromkeys(EFFECT_MODELS, 'treatment_effect'), **dict.fromkeys(TAGGERS, _TAGS)}
   return functools.partial(steps.train_step, task=task.get(name, 'multiclass'))
 
 
@@ -132,9 +146,10 @@ def matmul_dtypes(jaxpr):
 
 
 # Module outputs that stay float32 in bfloat16 mode: the logits, `nn.RNN`'s (carry, outputs)
-# (the recurrent state is float32, see the module docstring) and AttentionPool's sown weights.
+# (the recurrent state is float32, see the module docstring), AttentionPool's sown weights and
+# a CRF's transition scores (parameters, float32 like every parameter).
 FLOAT32_OUTPUTS = (r"^\['__call__'\]", r"\['layer\d+_(forward|backward)'\]\['__call__'\]",
-                   r"\['pooling_weights'\]")
+                   r"\['pooling_weights'\]", r"\['crf'\]\['__call__'\]")
 
 
 def matmul_leaks(ops, dtype=BF16):
@@ -175,7 +190,7 @@ def test_bfloat16_compute_with_float32_state(name):
   jaxpr, (logits, collections) = jax.make_jaxpr(lambda v: model.apply(
       v, x, train=True, rngs={'dropout': jax.random.key(1)}, capture_intermediates=True,
       mutable=True), return_shape=True)(variables)
-  assert {a.dtype for a in jax.tree.leaves(logits)} == {F32}
+  assert _floating_dtypes(logits) == {F32}  # (a tagger's mask, a masked LM's targets: ints)
   forward = matmul_dtypes(jaxpr.jaxpr)
   assert forward and not matmul_leaks(forward), forward
   assert len(jax.tree.leaves(collections['intermediates'])) > 3

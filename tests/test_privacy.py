@@ -14,7 +14,7 @@ import optax
 import pytest
 from scipy import optimize, stats
 
-from conftest import run_on_forced_devices, subset
+from conftest import one_and_four_devices, subset
 from jmed import data as jdata
 from jmed import models
 from jmed import privacy
@@ -100,9 +100,7 @@ def test_four_devices_equal_one_device_with_noise_and_dropout(tmp_path):
   x = rng.normal(size=(3, 16, 6)).astype(np.float32)
   path = tmp_path / 'inputs.npz'
   np.savez(path, x=x, y=(x[..., 0] > 0).astype(np.int32))
-  one, _ = run_on_forced_devices(tmp_path, 1, _PARALLEL_WORKER, path)
-  four, _ = run_on_forced_devices(tmp_path, 4, _PARALLEL_WORKER, path)
-  assert int(one['devices']) == 1 and int(four['devices']) == 4
+  one, four = one_and_four_devices(tmp_path, _PARALLEL_WORKER, path)
   np.testing.assert_allclose(four['loss'], one['loss'], rtol=1e-5)
   np.testing.assert_array_equal(four['clipped'], one['clipped'])
   np.testing.assert_allclose(four['flat'], one['flat'], rtol=1e-4, atol=1e-5)

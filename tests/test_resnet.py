@@ -8,7 +8,7 @@ import numpy as np
 import optax
 import pytest
 
-from conftest import run_on_forced_devices
+from conftest import one_and_four_devices
 from jmed import models
 from jmed import tasks
 from jmed.models.resnet import BottleneckBlock, ResNet, ResNet18, ResNet50
@@ -144,9 +144,7 @@ def test_four_devices_equal_one_device_with_batchnorm_and_augmentation(tmp_path)
   path = tmp_path / 'batches.npz'
   np.savez(path, inputs=rng.uniform(size=(2, 16, 28, 28, 1)).astype(np.float32),
            labels=rng.integers(0, 2, size=(2, 16)).astype(np.int32))
-  one, _ = run_on_forced_devices(tmp_path, 1, _PARALLEL_WORKER, path)
-  four, _ = run_on_forced_devices(tmp_path, 4, _PARALLEL_WORKER, path)
-  assert int(one['devices']) == 1 and int(four['devices']) == 4
+  one, four = one_and_four_devices(tmp_path, _PARALLEL_WORKER, path)
   np.testing.assert_allclose(four['loss'], one['loss'], rtol=1e-5)
   np.testing.assert_allclose(four['flat'], one['flat'], rtol=1e-4, atol=1e-5)
 

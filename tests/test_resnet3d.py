@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import run_on_forced_devices
+from conftest import one_and_four_devices
 from jmed import models
 from jmed import tasks
 from jmed.models.layers import Conv3D
@@ -113,9 +113,7 @@ def test_four_devices_equal_one_device_3d(tmp_path):
   path = tmp_path / 'batches.npz'
   np.savez(path, inputs=rng.uniform(size=(2, 8, 8, 8, 8, 1)).astype(np.float32),
            labels=rng.integers(0, 2, size=(2, 8)).astype(np.int32))
-  one, _ = run_on_forced_devices(tmp_path, 1, _PARALLEL_WORKER, path)
-  four, _ = run_on_forced_devices(tmp_path, 4, _PARALLEL_WORKER, path)
-  assert int(one['devices']) == 1 and int(four['devices']) == 4
+  one, four = one_and_four_devices(tmp_path, _PARALLEL_WORKER, path)
   np.testing.assert_allclose(four['loss'], one['loss'], rtol=1e-5)
   np.testing.assert_allclose(four['flat'], one['flat'], rtol=1e-4, atol=1e-5)
 

@@ -8,7 +8,7 @@ import numpy as np
 import optax
 import pytest
 
-from conftest import run_on_forced_devices, subset
+from conftest import one_and_four_devices, subset
 from jmed import data as jdata
 from jmed import models
 from jmed import survival
@@ -99,9 +99,7 @@ def test_four_devices_equal_one_device_for_cox_and_transformer(tmp_path, metabri
   path = tmp_path / 'inputs.npz'
   np.savez(path, x=x[:64].reshape(2, 32, -1), y=y[:64].reshape(2, 32, 2), ids=ids,
            labels=rng.integers(0, 3, size=(2, 16)).astype(np.int32))
-  one, _ = run_on_forced_devices(tmp_path, 1, _PARALLEL_WORKER, path)
-  four, _ = run_on_forced_devices(tmp_path, 4, _PARALLEL_WORKER, path)
-  assert int(one['devices']) == 1 and int(four['devices']) == 4
+  one, four = one_and_four_devices(tmp_path, _PARALLEL_WORKER, path)
   for task in ('survival', 'multiclass'):
     np.testing.assert_allclose(four[f'{task}_loss'], one[f'{task}_loss'], rtol=1e-5)
     np.testing.assert_allclose(four[f'{task}_flat'], one[f'{task}_flat'], rtol=1e-4, atol=1e-5)
