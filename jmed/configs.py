@@ -377,14 +377,23 @@ TEXT_RECIPES = {
 # Masked-LM pretraining of a Transformer encoder on in-domain text (`scripts/pretrain.py`,
 # dataset 'biomed_corpus': the NER corpora's train and devel sentences and Medical Abstracts'
 # training split). Its run directory is what `init_from` takes.
+_CORPUS_TEXT = TextConfig(vocab_size=20000, min_frequency=3, max_length=128)
 PRETRAIN_RECIPE = TrainConfig(
     model='masked_lm', dataset='biomed_corpus', epochs=8, batch_size=64, eval_batch_size=256,
     optimizer=OptimizerConfig(name='adamw', learning_rate=1e-3, weight_decay=0.01,
                               schedule='warmup_cosine', warmup_steps=300, clip_norm=1.0),
-    dropout_rate=0.1, select_metric='accuracy',
-    text=TextConfig(vocab_size=20000, min_frequency=3, max_length=128),
+    dropout_rate=0.1, select_metric='accuracy', text=_CORPUS_TEXT,
     model_kwargs=dict(PRETRAINED_ENCODER), steps_per_dispatch=4,
     output_dir='runs/pretrain_biomed')
+# word2vec's skip-gram on the same corpus and vocabulary: word embeddings of the encoder's width
+# ('Embed_0') for a fraction of the compute (`scripts/pretrain.py --objective skipgram`).
+SKIPGRAM_RECIPE = TrainConfig(
+    model='skipgram', dataset='biomed_corpus', epochs=20, batch_size=128, eval_batch_size=256,
+    optimizer=OptimizerConfig(name='adam', learning_rate=3e-3, schedule='cosine'),
+    text=_CORPUS_TEXT, model_kwargs={'embed_dim': PRETRAINED_ENCODER['embed_dim'], 'window': 5,
+                                     'negatives': 5},
+    steps_per_dispatch=8, output_dir='runs/pretrain_skipgram')
+PRETRAIN_RECIPES = {'masked_lm': PRETRAIN_RECIPE, 'skipgram': SKIPGRAM_RECIPE}
 
 
 def _ner_recipe(model: str, model_kwargs: dict, *, learning_rate: float,

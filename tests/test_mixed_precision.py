@@ -79,6 +79,7 @@ TINY = {
     'transformer_tagger': ({**_TAGGER, 'num_heads': 2, 'mlp_dim': 16, 'max_length': 16}, TAGGED),
     'masked_lm': ({'vocab_size': 3, 'embed_dim': 8, 'num_heads': 2, 'mlp_dim': 16,
                    'max_length': 16}, IDS % 3),
+    'skipgram': ({'vocab_size': 3, 'embed_dim': 8, 'window': 2, 'negatives': 2}, IDS % 3),
 }
 EFFECT_MODELS = ('tarnet', 'dragonnet')  # outputs a dict; labels (treatment, outcome, mu0, mu1)
 TAGGERS = ('lstm_tagger', 'gru_tagger', 'transformer_tagger')  # labels: a tag per token
@@ -101,7 +102,7 @@ def _tiny_batch(name):
     return {'inputs': x, 'labels': labels}
   if name in TAGGERS:
     return {'inputs': x, 'labels': np.where(x[..., 0] > 0, x[..., 0] % 3, -1).astype(np.int32)}
-  if name == 'masked_lm':
+  if name in ('masked_lm', 'skipgram'):
     return {'inputs': x, 'labels': x}
   if name in EFFECT_MODELS:
     labels = np.array([[1, 0.5, np.nan, np.nan], [0, -1.0, np.nan, np.nan],
@@ -118,7 +119,7 @@ def _tiny_state(name, dtype):
 
 
 def _step_fn(name):
-  task = {'unet': 'segmentation', 'masked_lm': 'masked_lm',
+  task = {'unet': 'segmentation', 'masked_lm': 'masked_lm', 'skipgram': 'skipgram',
           **dict.fromkeys(EFFECT_MODELS, 'treatment_effect'), **dict.fromkeys(TAGGERS, _TAGS)}
   return functools.partial(steps.train_step, task=task.get(name, 'multiclass'))
 

@@ -28,7 +28,8 @@ def _logits(shape, seed=0):
 
 def test_registry_names_and_lookup():
   assert set(tasks.TASKS) == {'binary', 'multiclass', 'multilabel', 'regression', 'survival',
-                              'segmentation', 'treatment_effect', 'tagging', 'masked_lm'}
+                              'segmentation', 'treatment_effect', 'tagging', 'masked_lm',
+                              'skipgram'}
   for name, task in tasks.TASKS.items():
     assert task.name == name and tasks.get(name) is task and tasks.get(task) is task
     assert task.default_metric in task.metric_names and 'loss' in task.metric_names

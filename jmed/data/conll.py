@@ -311,18 +311,10 @@ def load(name: str, data_dir: str, text: Optional[TextConfig] = None,
   folder = os.path.join(os.fspath(data_dir), NER_DIR, NER_CORPORA[name])
   paths = split_paths(folder)
   return build(name, {s: read(p) for s, p in paths.items()}, text,
-               _char_length(text) if max_chars is None else max_chars,
-               tokenizer_path=(_tokenizer_path(text) if tokenizer_path is None
+               text.char_length if max_chars is None else max_chars,
+               tokenizer_path=(text.tokenizer_path if tokenizer_path is None
                                else tokenizer_path),
                split_info={'rule': 'files', 'files': paths})
-
-
-def _char_length(text: TextConfig) -> int:
-  return getattr(text, 'char_length', MAX_CHARS)
-
-
-def _tokenizer_path(text: TextConfig) -> str:
-  return getattr(text, 'tokenizer_path', '') or ''
 
 
 def split_paths(folder: str) -> Dict[str, str]:
@@ -412,8 +404,8 @@ def load_user(data: DataConfig, *, text: Optional[TextConfig] = None, molecule=N
   if os.path.isdir(path):
     paths = split_paths(path)
     name = os.path.basename(os.path.normpath(path))
-    return build(name, {s: read(p) for s, p in paths.items()}, text, _char_length(text),
-                 tokenizer_path=_tokenizer_path(text),
+    return build(name, {s: read(p) for s, p in paths.items()}, text, text.char_length,
+                 tokenizer_path=text.tokenizer_path,
                  split_info={'rule': 'files', 'files': paths})
   sentences = read(path)
   frame = pandas.DataFrame(index=np.arange(len(sentences)))  # one row per sentence, no columns
@@ -421,7 +413,7 @@ def load_user(data: DataConfig, *, text: Optional[TextConfig] = None, molecule=N
   info['unit'] = 'sentence'
   return build(os.path.splitext(os.path.basename(path))[0],
                {s: [sentences[i] for i in np.sort(positions[s])] for s in SPLITS},
-               text, _char_length(text), tokenizer_path=_tokenizer_path(text), split_info=info)
+               text, text.char_length, tokenizer_path=text.tokenizer_path, split_info=info)
 
 
 def featurize(path: str, data: DataConfig, preprocessing: dict, run_dir: str, *, text=None,

@@ -123,8 +123,9 @@ def split_rows(n: int, validation_fraction: float, seed: int) -> Dict[str, np.nd
 
 
 def load(data_dir: str, text: Optional[TextConfig] = None, validation_fraction: float = 0.05,
-         seed: int = 0, sources: Optional[Sequence[str]] = None) -> Dataset:
-  """The pretraining corpus as a 'masked_lm' `Dataset`.
+         seed: int = 0, sources: Optional[Sequence[str]] = None,
+         task: str = 'masked_lm') -> Dataset:
+  """The pretraining corpus as a `Dataset` of the pretraining task `task`.
 
   Args:
     data_dir: the data root.
@@ -133,9 +134,10 @@ def load(data_dir: str, text: Optional[TextConfig] = None, validation_fraction: 
     validation_fraction: share of rows held out for 'validation', and again for 'test'.
     seed: of the row split.
     sources: which of `SOURCES` (default: all found).
+    task: 'masked_lm' or 'skipgram' (both read the rows as they are: labels = ids).
 
   Returns:
-    Dataset(name 'biomed_corpus', task 'masked_lm', splits of (ids int32 [n, L], labels = the
+    Dataset(name 'biomed_corpus', task `task`, splits of (ids int32 [n, L], labels = the
     same ids int32 [n, L]), num_classes = vocab size V, input_shape (L,), model_kwargs
     {'vocab_size': V}, the tokenizer, split_info {'sources', 'texts', 'tokens', 'rows',
     'sizes', 'rule', 'seed', 'validation_fraction'}).
@@ -162,6 +164,6 @@ def load(data_dir: str, text: Optional[TextConfig] = None, validation_fraction: 
           'sources': list(corpus), 'texts': {s: len(v) for s, v in corpus.items()},
           'tokens': tokens, 'rows': {s: len(r) for s, r in zip(corpus, rows)},
           'sizes': {s: int(len(p)) for s, p in positions.items()}}
-  return Dataset(name=NAME, splits=splits, num_classes=vocab, task='masked_lm',
+  return Dataset(name=NAME, splits=splits, num_classes=vocab, task=task,
                  input_shape=(text.max_length,), model_kwargs={'vocab_size': vocab},
                  tokenizer=tokenizer, split_info=info)

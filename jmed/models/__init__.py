@@ -15,6 +15,7 @@ from jmed.models.mlm import MaskedLM
 from jmed.models.mlp import MLP
 from jmed.models.recurrent import RNNClassifier, RNNEncoder
 from jmed.models.resnet import ResNet, ResNet18, ResNet18_3D, ResNet50, ResNet50_3D
+from jmed.models.skipgram import SkipGram
 from jmed.models.tagger import CharCNN, SequenceTagger
 from jmed.models.text_cnn import TextCNN
 from jmed.models.transformer import EncoderBlock, TransformerClassifier, TransformerEncoder
@@ -23,7 +24,7 @@ from jmed.models.unet import UNet
 __all__ = ['CRF', 'CharCNN', 'Conv', 'Conv3D', 'DMPNN', 'DiscreteTimeHead', 'Dragonnet',
            'EncoderBlock', 'GRUDCell', 'GRUDClassifier', 'MLP', 'MODELS', 'MaskedLM',
            'RNNClassifier', 'RNNEncoder', 'ResNet', 'ResNet18', 'ResNet18_3D', 'ResNet50',
-           'ResNet50_3D', 'SeedCNN', 'SequenceTagger', 'TARNet', 'TextCNN',
+           'ResNet50_3D', 'SeedCNN', 'SequenceTagger', 'SkipGram', 'TARNet', 'TextCNN',
            'TransformerClassifier', 'TransformerEncoder', 'UNet', 'ValidConv', 'get_model',
            'inspect', 'max_pool']
 
@@ -51,6 +52,7 @@ MODELS = {
     'gru_tagger': functools.partial(SequenceTagger, encoder='gru'),
     'transformer_tagger': functools.partial(SequenceTagger, encoder='transformer'),
     'masked_lm': MaskedLM,  # Transformer encoder pretraining (task 'masked_lm')
+    'skipgram': SkipGram,  # word2vec embedding pretraining (task 'skipgram')
 }
 
 

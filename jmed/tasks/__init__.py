@@ -14,7 +14,7 @@ them compares task names.
 Kinds: 'binary', 'multiclass' (softmax), 'multilabel' (sigmoids, -1 = missing label),
 'regression', 'survival' (Cox), 'segmentation', 'treatment_effect' (potential outcomes of a
 binary treatment: TARNet, CFR, Dragonnet), 'tagging' (a tag per token, CRF or softmax, scored by
-entity F1) and 'masked_lm' (masked-language-model pretraining). Adding a kind is one module here
+entity F1), 'masked_lm' and 'skipgram' (pretraining: masked tokens, word2vec). Adding a kind is one module here
 with a `Task` subclass, one entry in `TASKS`, and its tests.
 """
 
@@ -27,12 +27,13 @@ from jmed.tasks.masked_lm import MaskedLM
 from jmed.tasks.multilabel import Multilabel
 from jmed.tasks.regression import Regression
 from jmed.tasks.segmentation import Segmentation
+from jmed.tasks.skipgram import SkipGram
 from jmed.tasks.survival import Survival
 from jmed.tasks.tagging import Tagging
 
 TASKS = {task.name: task for task in (Binary(), Multiclass(), Multilabel(), Regression(),
                                       Survival(), Segmentation(), TreatmentEffect(),
-                                      Tagging(), MaskedLM())}
+                                      Tagging(), MaskedLM(), SkipGram())}
 
 
 def get(task: Union[str, Task]) -> Task:
@@ -49,4 +50,4 @@ def get(task: Union[str, Task]) -> Task:
 
 
 __all__ = ['Binary', 'MaskedLM', 'Multiclass', 'Multilabel', 'Regression', 'Segmentation',
-           'Survival', 'TASKS', 'Tagging', 'Task', 'TreatmentEffect', 'get']
+           'SkipGram', 'Survival', 'TASKS', 'Tagging', 'Task', 'TreatmentEffect', 'get']
