@@ -25,6 +25,9 @@ class OptimizerConfig:
     clip_norm: clip gradients to this global norm; 0 disables clipping.
     l1, l2: penalties l1 * |w| and 0.5 * l2 * w**2 on kernels (parameters of rank >= 2), added to
       the gradient before the optimizer (coupled, as in Keras' regularizers).
+    freeze: comma-separated parameter path prefixes ('/'-joined, e.g. 'Embed_0' or
+      'TransformerEncoder_0/block0') left unchanged by training, e.g. pretrained word
+      embeddings under `init_from`; '' trains everything.
   """
 
   name: str = 'sgd'
@@ -42,6 +45,7 @@ class OptimizerConfig:
   clip_norm: float = 0.0
   l1: float = 0.0
   l2: float = 0.0
+  freeze: str = ''
 
 
 @dataclasses.dataclass
@@ -370,7 +374,8 @@ TEXT_RECIPES = {
                                       learning_rate=1e-3),
     # no Transformer block: the (pretrained) word embeddings, attention-pooled (fastText-like)
     'embedding_bag_128': _text_recipe('transformer', dict(PRETRAINED_ENCODER, num_layers=0,
-                                                          pooling='attention')),
+                                                          pooling='attention'),
+                                      learning_rate=1e-3),
 }
 
 

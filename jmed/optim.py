@@ -1,5 +1,7 @@
 """Optax optimizers by name, with schedules, gradient clipping and L1/L2 penalties."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -101,4 +103,25 @@ def make_optimizer(cfg: OptimizerConfig, total_steps: int = 0) -> optax.Gradient
   if cfg.l2:
     parts.append(optax.add_decayed_weights(cfg.l2, mask=_kernel_mask))
   parts.append(OPTIMIZERS[cfg.name](cfg, make_schedule(cfg, total_steps)))
-  return optax.chain(*parts) if len(parts) > 1 else parts[0]
+  tx = optax.chain(*parts) if len(parts) > 1 else parts[0]
+  prefixes = [p.strip().strip('/') for p in cfg.freeze.split(',') if p.strip()]
+  if not prefixes:
+    return tx
+  return optax.multi_transform({'train': tx, 'frozen': optax.set_to_zero()},
+                               functools.partial(_freeze_labels, prefixes=prefixes))
+
+
+def _freeze_labels(params, prefixes):
+  """'frozen' for each parameter whose '/'-joined path starts with one of `prefixes`, else
+  'train'; raises `ConfigError` when a prefix matches no parameter."""
+  paths = {}
+  def label(path, _):
+    name = '/'.join(str(getattr(k, 'key', getattr(k, 'idx', k))) for k in path)
+    paths[name] = any(name == p or name.startswith(p + '/') for p in prefixes)
+    return 'frozen' if paths[name] else 'train'
+  labels = jax.tree_util.tree_map_with_path(label, params)
+  for prefix in prefixes:
+    if not any(name == prefix or name.startswith(prefix + '/') for name in paths):
+      raise ConfigError(f'freeze: no parameter path starts with {prefix!r}; the model has '
+                        f'{", ".join(sorted({n.split("/")[0] for n in paths}))}.')
+  return labels

@@ -9,6 +9,7 @@ The scripts import it as a sibling module:
 import argparse
 import dataclasses
 import os
+import re
 import statistics
 from typing import Dict, List, Optional, Sequence
 
@@ -58,19 +59,34 @@ def format_rows(rows: List[Dict], metric: str) -> str:
 
 
 PRETRAINED = '+pretrained'  # a model name's suffix: start from a pretrained run (--init-from)
+_ENSEMBLE = re.compile(r'^(?P<base>.+)x(?P<members>[0-9]+)$')  # 'recipe' + 'x5': 5 members
 
 
 def recipe(recipes: Dict, name: str, init_from: str = ''):
-  """`recipes[name]` (a `jmed.configs.TrainConfig`); a name ending in '+pretrained' is the same
-  recipe starting from `init_from` (`TrainConfig.init_from`: parameters taken by name and shape,
-  text encoded with that run's tokenizer). Exits naming the valid names on an unknown one."""
+  """(`recipes[...]`, ensemble members) of a model name '<recipe>[x<K>][+pretrained]': a
+  recipe of `recipes` (a `jmed.configs.TrainConfig`), 'x<K>' a deep ensemble of K members
+  (`jmed.train.ensemble.fit_ensemble`; 1 without), '+pretrained' starting from `init_from`
+  (`TrainConfig.init_from`: parameters taken by name and shape, text encoded with that run's
+  tokenizer). Exits naming the valid names on an unknown one."""
   base = name[:-len(PRETRAINED)] if name.endswith(PRETRAINED) else name
-  if base not in recipes:
+  members = 1
+  match = _ENSEMBLE.match(base)
+  if match and match.group('base') in recipes:
+    base, members = match.group('base'), int(match.group('members'))
+  if base not in recipes or members < 1:
     raise SystemExit(f'unknown model {name!r}; valid: {", ".join(recipes)} (each optionally '
-                     f'with {PRETRAINED!r} and --init-from)')
+                     f'with x<members> and {PRETRAINED!r} with --init-from)')
   cfg = recipes[base]
   if name.endswith(PRETRAINED):
     if not init_from:
       raise SystemExit(f'{name} needs --init-from (a run of scripts/pretrain.py)')
     cfg = dataclasses.replace(cfg, init_from=init_from)
-  return cfg
+  return cfg, members
+
+
+def fit(cfg, dataset, members: int = 1) -> Dict:
+  """`jmed.train.loop.fit`, or a deep ensemble of `members` (> 1) trained at once."""
+  from jmed.train import ensemble, loop  # pylint: disable=g-import-not-at-top
+  if members > 1:
+    return ensemble.fit_ensemble(cfg, members, dataset)[1]
+  return loop.fit(cfg, dataset)

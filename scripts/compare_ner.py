@@ -50,8 +50,8 @@ def compare_ner(data_dir: Optional[str], output_dir: str, seeds: Sequence[int] =
   loaded = {}
   rows = []
   for name in models:
-    cfg = dataclasses.replace(common.recipe(configs.NER_RECIPES, name, init_from),
-                              dataset=dataset)
+    cfg, members = common.recipe(configs.NER_RECIPES, name, init_from)
+    cfg = dataclasses.replace(cfg, dataset=dataset)
     row = {'model': name, 'test_f1': [], 'test_precision': [], 'test_recall': [], 'val_f1': [],
            'settings': cfg.model_kwargs}
     for seed in seeds:
@@ -61,7 +61,7 @@ def compare_ner(data_dir: Optional[str], output_dir: str, seeds: Sequence[int] =
       key = (dataset, dataclasses.astuple(text))
       if key not in loaded:
         loaded[key] = loop.load_dataset(dataclasses.replace(run_cfg, text=text))
-      summary = loop.fit(run_cfg, loaded[key])
+      summary = common.fit(run_cfg, loaded[key], members)
       for metric in ('f1', 'precision', 'recall'):
         row[f'test_{metric}'].append(summary[f'test_{metric}'])
       row['val_f1'].append(summary['best']['value'])

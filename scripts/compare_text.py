@@ -5,7 +5,8 @@ same stratified split, in one run; prints a Markdown table of test macro-F1. Mod
 
   python scripts/compare_text.py --data-dir ../shared/data --seeds 0 1 2
   python scripts/compare_text.py --data-dir ../shared/data --seeds 0 1 2 \
-    --models transformer_2x128 transformer_2x128+pretrained --init-from runs/pretrain_biomed
+    --models embedding_bag_128 embedding_bag_128+pretrained embedding_bag_128x5 \
+    --init-from runs/pretrain_skipgram
 """
 
 import argparse
@@ -47,8 +48,9 @@ def compare_text(data_dir: Optional[str], tfds_dir: Optional[str], output_dir: s
     data_dir, tfds_dir: data root (None: $JMED_DATA_DIR, else download) and TFDS folder.
     output_dir: each model run writes to `<output_dir>/<model>_seed<seed>`.
     seeds: one run per seed for each model (the peer is deterministic: one run).
-    models: keys of `configs.TEXT_RECIPES`, each optionally suffixed '+pretrained': the same
-      recipe starting from the masked-LM run `init_from` (`scripts/pretrain.py`).
+    models: keys of `configs.TEXT_RECIPES`, each optionally suffixed 'x<K>' (a deep ensemble
+      of K members, seeds seed .. seed + K - 1, their mean probabilities scored) and
+      '+pretrained' (the same recipe starting from the run `init_from`, `scripts/pretrain.py`).
     max_steps: caps every training run (0: the recipes' epochs).
     tfidf_cs: the logistic regression's C grid (`tfidf_logistic_regression`).
     init_from: the pretrained run of the '+pretrained' models.
@@ -61,7 +63,7 @@ def compare_text(data_dir: Optional[str], tfds_dir: Optional[str], output_dir: s
   rows = [tfidf_row(raw, tfidf_cs)]
   loaded = {}
   for name in models:
-    recipe = common.recipe(configs.TEXT_RECIPES, name, init_from)
+    recipe, members = common.recipe(configs.TEXT_RECIPES, name, init_from)
     text = loop.text_config(recipe)  # a pretrained run's tokenizer for '+pretrained'
     key = dataclasses.astuple(text)
     if key not in loaded:
@@ -71,7 +73,7 @@ def compare_text(data_dir: Optional[str], tfds_dir: Optional[str], output_dir: s
     for seed in seeds:
       cfg = common.seeded(recipe, output_dir, name.replace('+', '_'), seed, data_dir, tfds_dir,
                           max_steps)
-      summary = loop.fit(cfg, loaded[key])
+      summary = common.fit(cfg, loaded[key], members)
       row['test_macro_f1'].append(summary['test_f1'])
       row['val_macro_f1'].append(summary['best']['value'])
     rows.append(row)

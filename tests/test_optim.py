@@ -7,6 +7,7 @@ import optax
 import pytest
 
 from jmed.configs import OptimizerConfig
+from jmed.errors import ConfigError
 from jmed.optim import OPTIMIZERS, make_optimizer, make_schedule
 
 PARAMS = {'kernel': jnp.array([[1.0, -2.0], [3.0, -4.0]]), 'bias': jnp.array([0.5, -0.5])}
@@ -90,3 +91,16 @@ def test_adamw_decays_kernels_not_biases():
   updates, _ = tx.update(zeros, tx.init(PARAMS), PARAMS)
   np.testing.assert_allclose(updates['kernel'], -0.1 * PARAMS['kernel'], rtol=1e-6)
   np.testing.assert_array_equal(updates['bias'], 0.0)
+
+
+def test_freeze_leaves_the_named_parameters_unchanged():
+  params = {'Embed_0': {'embedding': jnp.ones((3, 2))}, 'Dense_0': {'kernel': jnp.ones((2, 2)),
+                                                                    'bias': jnp.ones(2)}}
+  tx = make_optimizer(OptimizerConfig('adamw', 0.1, weight_decay=0.5, freeze='Embed_0'))
+  grads = jax.tree.map(jnp.ones_like, params)
+  updates, _ = tx.update(grads, tx.init(params), params)
+  assert not jnp.any(updates['Embed_0']['embedding'])  # no step, no weight decay
+  assert jnp.all(updates['Dense_0']['kernel'] != 0)
+  with pytest.raises(ConfigError, match=r"freeze: no parameter path starts with 'Embed'; the "
+                     'model has Dense_0, Embed_0'):
+    make_optimizer(OptimizerConfig('adam', 0.1, freeze='Embed')).init(params)
