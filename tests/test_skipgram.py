@@ -56,7 +56,8 @@ def test_task_loss_is_word2vecs_objective():
 @pytest.mark.skipif(not os.path.isdir(os.path.join(DATA, 'ner')), reason='no NER corpora')
 def test_skipgram_learns_on_real_sentences(tmp_path):
   """On NCBI-disease's training and devel sentences a few hundred steps lift the held-out
-  pairs' accuracy (the context above all 5 noise words) well above chance (1/6)."""
+  pairs' accuracy (the context above all 5 noise words) well above chance (1/6); a tagger
+  started from the run (`init_from`) takes its word embeddings and vocabulary."""
   from jmed.data import corpus
   from jmed.train import loop
   data = corpus.load(DATA, configs.TextConfig(vocab_size=3000, min_frequency=2, max_length=64),
@@ -68,3 +69,19 @@ def test_skipgram_learns_on_real_sentences(tmp_path):
       output_dir=str(tmp_path / 'run'), progress=False)
   summary = loop.fit(cfg, data)
   assert summary['test_accuracy'] > 0.25, summary['best']
+
+  # A tagger starts from the run: its word embeddings, and the run's vocabulary for the words.
+  tagger = configs.TrainConfig(
+      model='lstm_tagger', dataset='ncbi_disease', data_dir=DATA, init_from=str(tmp_path / 'run'),
+      epochs=1, max_steps=1, batch_size=32, eval_batch_size=64, steps_per_dispatch=1,
+      model_kwargs={'embed_dim': 32, 'hidden_size': 4, 'char_features': 4},
+      output_dir=str(tmp_path / 'tagger'), progress=False)
+  tagged = loop.load_dataset(tagger)
+  assert tagged.model_kwargs['vocab_size'] == data.model_kwargs['vocab_size']
+  tagged = dataclasses.replace(tagged, splits={k: (x[:64], y[:64])
+                                               for k, (x, y) in tagged.splits.items()})
+  summary = loop.fit(tagger, tagged)
+  assert summary['init_from']['loaded'] == ['Embed_0/embedding']
+  with open(tmp_path / 'tagger' / 'tokenizer.json') as saved, \
+       open(tmp_path / 'run' / 'tokenizer.json') as pretrained:
+    assert saved.read() == pretrained.read()
