@@ -142,9 +142,9 @@ class DataConfig:
     source: 'auto' (from the file: .h5 deepsurv, .npz npz, a folder images, a table with
       `smiles_column` smiles, with `text_column` text, else table), 'table', 'deepsurv',
       'smiles', 'text', 'images' or 'npz'.
-    task: 'auto' (inferred from the labels; 'treatment_effect' when `treatment_column` is set)
-      or a task kind: 'binary', 'multiclass', 'multilabel', 'regression', 'survival',
-      'treatment_effect'.
+    task: 'auto' (inferred from the labels; 'treatment_effect' when `treatment_column` is set;
+      'tagging' for CoNLL files) or a task kind: 'binary', 'multiclass', 'multilabel',
+      'regression', 'survival', 'treatment_effect', 'tagging' (CoNLL files only).
     label_column: the label column; several columns, comma-separated, for multi-label or
       multi-target regression.
     time_column, event_column: survival's time and event (1 event, 0 censored) columns.
@@ -199,7 +199,7 @@ class DataConfig:
 # Choices of DataConfig fields, checked before any data is read (scripts/train.py's choices).
 DATA_SOURCES = ('auto', 'table', 'deepsurv', 'smiles', 'text', 'images', 'npz', 'conll')
 DATA_TASKS = ('auto', 'binary', 'multiclass', 'multilabel', 'regression', 'survival',
-              'treatment_effect')
+              'treatment_effect', 'tagging')
 SPLIT_RULES = ('auto', 'random', 'stratified', 'scaffold', 'group')
 MISSING_POLICIES = ('impute', 'refuse')
 

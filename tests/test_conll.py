@@ -249,3 +249,9 @@ def test_real_ncbi_disease():
   assert d.sizes == {'train': 5424, 'validation': 923, 'test': 940}
   assert d.input_shape == (128, 21) and d.task_kwargs['tags'] == ('O', 'B-Disease', 'I-Disease')
   assert (d.splits['train'][1] == 1).sum() == 5134  # B-Disease mentions (data README)
+
+
+def test_user_conll_refuses_another_task(tmp_path):
+  path = write(tmp_path / 'notes.conll', 'Fever\tB-Sign\nstarted\tO\n')
+  with pytest.raises(ConfigError, match="task 'binary' does not apply to CoNLL data"):
+    conll.load_user(DataConfig(path=path, task='binary'))

@@ -394,11 +394,15 @@ def load_user(data: DataConfig, *, text: Optional[TextConfig] = None, molecule=N
 
   Raises:
     MissingDataError: a missing file. DataError: a malformed file or an empty split.
-    ConfigError: a rule that needs what sentences lack (stratified, group, scaffold).
+    ConfigError: a rule that needs what sentences lack (stratified, group, scaffold), or a
+      task other than 'auto' / 'tagging'.
   """
   import pandas  # pylint: disable=g-import-not-at-top
   from jmed.data import splits as jsplits  # pylint: disable=g-import-not-at-top
   del molecule
+  if data.task not in ('auto', 'tagging'):
+    raise ConfigError(f'task {data.task!r} does not apply to CoNLL data ({data.path}): its '
+                      "labels are a tag per token, task 'tagging' (or --task auto).")
   text = text or TextConfig()
   path = os.fspath(data.path)
   if os.path.isdir(path):
