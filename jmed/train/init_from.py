@@ -28,7 +28,7 @@ def pretrained_params(run_dir: str, which: str = 'best'):
     MissingDataError: `run_dir` is not a run directory (no config.json) or holds no checkpoint.
   """
   restore.read_config(run_dir)  # a clear error for a path that is not a run directory
-  directory = restore._checkpoint_dir(run_dir, which)  # pylint: disable=protected-access
+  directory = restore.checkpoint_dir(run_dir, which)
   sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   with ocp.CheckpointManager(os.path.abspath(directory),
                              item_handlers=ocp.PyTreeCheckpointHandler()) as manager:

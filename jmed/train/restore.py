@@ -82,7 +82,7 @@ def load_run_dataset(cfg: TrainConfig, data_dir: Optional[str] = None):
   return loop.load_dataset(dataclasses.replace(cfg, data_dir=data_dir or cfg.data_dir))
 
 
-def _checkpoint_dir(run_dir: str, which: str) -> str:
+def checkpoint_dir(run_dir: str, which: str) -> str:
   if which not in WHICH:
     raise ValueError(f'which must be one of {WHICH}, got {which!r}.')
   best, latest = os.path.join(run_dir, 'best'), os.path.join(run_dir, 'checkpoints')
@@ -122,7 +122,7 @@ def load_run(run_dir: str, which: str = 'best', *, dataset=None,
     ValueError: bad `which`.
   """
   cfg = read_config(run_dir)
-  directory = _checkpoint_dir(run_dir, which)
+  directory = checkpoint_dir(run_dir, which)
   if dataset is None:
     preprocessing = read_preprocessing(run_dir)
     if preprocessing is not None:
