@@ -39,8 +39,7 @@ def _task():
   return dataclasses.replace(tasks.get('tagging'), tags=TAGS)
 
 
-@pytest.mark.parametrize('encoder,use_crf', [('lstm', True), ('gru', False),
-                                             ('transformer', True)])
+@pytest.mark.parametrize('encoder,use_crf', [('gru', True), ('transformer', False)])
 def test_tagger_shapes_gradients_and_padding(encoder, use_crf):
   x, labels = _inputs()
   model = models.SequenceTagger(num_classes=3, vocab_size=20, num_chars=10, encoder=encoder,
@@ -59,10 +58,10 @@ def test_tagger_shapes_gradients_and_padding(encoder, use_crf):
                           rngs={'dropout': jax.random.key(1)})
     return task.loss(outputs, labels).mean()
 
-  grads = jax.grad(objective)(variables['params'])
+  grads = jax.jit(jax.grad(objective))(variables['params'])
   for path, grad in jax.tree_util.tree_leaves_with_path(grads):
     assert np.isfinite(grad).all(), jax.tree_util.keystr(path)
-  predictions = np.asarray(task.predict(out))
+  predictions = np.asarray(jax.jit(task.predict)(out))
   assert predictions.shape == (4, 7)
   np.testing.assert_array_equal(predictions < 0, labels < 0)  # -1 exactly on padding
   # What lies beyond a sentence changes nothing in it (except the Transformer's positions).

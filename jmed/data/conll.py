@@ -51,6 +51,7 @@ UNK_ID = 1  # unknown word or char
 CHAR_OFFSET = 2  # the first real char's id
 LENGTH_MULTIPLE = 8  # L is the longest sentence rounded up to this
 MAX_CHARS = 20
+TASKS = ('auto', 'tagging')  # the `DataConfig.task` values CoNLL data accepts
 
 Sentence = Tuple[List[str], Optional[List[str]]]
 
@@ -400,7 +401,7 @@ def load_user(data: DataConfig, *, text: Optional[TextConfig] = None, molecule=N
   import pandas  # pylint: disable=g-import-not-at-top
   from jmed.data import splits as jsplits  # pylint: disable=g-import-not-at-top
   del molecule
-  if data.task not in ('auto', 'tagging'):
+  if data.task not in TASKS:
     raise ConfigError(f'task {data.task!r} does not apply to CoNLL data ({data.path}): its '
                       "labels are a tag per token, task 'tagging' (or --task auto).")
   text = text or TextConfig()
