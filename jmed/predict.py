@@ -99,8 +99,7 @@ def predict_inputs(model, variables, task, inputs, batch_size: int = 256) -> np.
 
 def output_names(preprocessing: dict) -> List[str]:
   """Names of the model's outputs: class names, label columns or target columns."""
-  labels = preprocessing.get('labels') or {}
-  names = labels.get('classes') or preprocessing.get('classes') or labels.get('columns')
+  names = _class_names(preprocessing) or (preprocessing.get('labels') or {}).get('columns')
   if names:
     return [str(name) for name in names]
   return [str(i) for i in range(preprocessing['dataset']['num_classes'])]

@@ -2,7 +2,7 @@
 """Biomedical named-entity recognition: jmed's taggers (BiLSTM-CRF, Transformer-CRF; from
 scratch or from a masked-LM pretrained run) on NCBI-disease (or BC2GM), the corpus' own
 train / devel / test split, in one run; prints a Markdown table of test entity F1 (exact spans,
-conlleval) beside published numbers.
+conlleval); the README's NER section sets it beside published numbers.
 
   python scripts/compare_ner.py --data-dir ../shared/data --seeds 0
   python scripts/compare_ner.py --data-dir ../shared/data --models lstm_crf \
@@ -24,10 +24,6 @@ from jmed.train import loop
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402  (scripts/common.py)
-
-# Published test entity F1 on NCBI-disease (see the README's NER section for the sources).
-PUBLISHED = {'ncbi_disease': {}}
-
 
 def compare_ner(data_dir: Optional[str], output_dir: str, seeds: Sequence[int] = (0,),
                 models: Sequence[str] = ('lstm_crf',), dataset: str = 'ncbi_disease',
