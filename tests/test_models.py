@@ -30,6 +30,31 @@ def test_seed_cnn_configurable_widths_classes_channels():
   assert variables['params']['Dense_0']['kernel'].shape == (6 * 6 * 16, 12)
 
 
+@pytest.mark.parametrize('size', [28, 31])
+def test_seed_cnn_equals_flax_conv_and_pool(size):
+  """The same logits as flax's own layers (`nn.Conv` 'VALID', `nn.max_pool`) with the same
+  parameters, for inputs whose convolutions have odd sizes (the rows that pooling drops are not
+  computed) and even ones; and the same gradient."""
+  class Reference(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      for i, width in enumerate((32, 64)):
+        x = nn.Conv(width, (3, 3), padding='VALID', name=f'ValidConv_{i}')(x)
+        x = nn.max_pool(nn.relu(x), (2, 2), strides=(2, 2))
+      x = nn.relu(nn.Dense(64, name='Dense_0')(x.reshape((x.shape[0], -1))))
+      return nn.Dense(10, name='Dense_1')(x)
+
+  x = _images((3, size, size, 1))
+  variables = SeedCNN().init(jax.random.key(0), x)
+  for impl in ('im2col', 'xla'):
+    np.testing.assert_allclose(SeedCNN(conv_impl=impl).apply(variables, x),
+                               Reference().apply(variables, x), rtol=1e-5, atol=1e-5)
+  grads = [jax.grad(lambda v, m=m: m.apply(v, x).sum())(variables) for m in (SeedCNN(),
+                                                                            Reference())]
+  for a, b in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1])):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
 def test_seed_cnn_rejects_wrong_rank():
   model = SeedCNN()
   with pytest.raises(ValueError, match=r'\[batch, height, width, channels\]'):

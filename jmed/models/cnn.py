@@ -42,6 +42,7 @@ class SeedCNN(nn.Module):
           f'SeedCNN expects images [batch, height, width, channels], got shape {x.shape}.')
     x = x.astype(self.dtype)
     for width in self.features:
+      x = _pooled_input(x, kernel=3, window=2)
       x = ValidConv(width, (3, 3), impl=self.conv_impl, kernel_init=self.kernel_init,
                     dtype=self.dtype)(x)
       x = max_pool(nn.relu(x), 2)
@@ -50,3 +51,12 @@ class SeedCNN(nn.Module):
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
     x = nn.Dense(self.num_classes, dtype=self.dtype, kernel_init=self.kernel_init)(x)
     return x.astype(jnp.float32)
+
+
+def _pooled_input(x, kernel: int, window: int):
+  """x [batch, height, width, channels] cropped to the rows and columns that reach a pooled
+  output: a 'VALID' convolution (`kernel`) then a `max_pool` (`window`) drop the conv's last
+  row / column when its size is not a multiple of the window, so those are never computed (the
+  seed CNN's second convolution: 12 x 12 of its 13 x 13 input, 17% less work, same result)."""
+  used = [(n - kernel + 1) // window * window + kernel - 1 for n in x.shape[1:3]]
+  return x[:, :used[0], :used[1]]
