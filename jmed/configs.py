@@ -240,6 +240,11 @@ class TrainConfig:
       `select_metric` (0: never stop early).
     dtype: computation dtype name ('float32' or 'bfloat16').
     steps_per_dispatch: training steps compiled into one call (fewer host round trips).
+    micro_batch_size: rows of each batch whose gradient is computed at once; the step sums the
+      gradients of batch_size / micro_batch_size micro-batches in a loop (the same update, to
+      float rounding, with a small batch's working set: faster on a CPU, whose caches a large
+      batch's activations overflow). 0: automatic, 32 on a CPU backend when it divides a larger
+      batch_size and the model has no batch statistics and no DP-SGD, else the whole batch.
     output_dir: metrics, checkpoints and summary go here.
     checkpoint_every: save every N steps (0: only at the end of each epoch and the run).
     keep_checkpoints: how many checkpoints orbax keeps.
@@ -285,6 +290,7 @@ class TrainConfig:
   early_stopping_patience: int = 0
   dtype: str = 'float32'
   steps_per_dispatch: int = 4
+  micro_batch_size: int = 0
   output_dir: str = 'runs/seed_cnn_pneumoniamnist'
   checkpoint_every: int = 0
   keep_checkpoints: int = 2

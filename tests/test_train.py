@@ -1,6 +1,7 @@
 """The pure train/eval steps, data-parallel equivalence and the loop's guards."""
 
 import dataclasses
+import functools
 import textwrap
 
 import jax
@@ -14,7 +15,7 @@ from jmed.configs import OptimizerConfig, TrainConfig
 from jmed.models import SeedCNN
 from jmed.optim import make_optimizer
 from jmed.train import parallel, steps
-from jmed.train.loop import NonFiniteLossError, fit
+from jmed.train.loop import ConfigError, NonFiniteLossError, check_config, fit
 from jmed.train.state import create_train_state
 
 
@@ -59,6 +60,37 @@ def test_train_steps_equals_sequential_steps(mnist):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+def test_micro_batches_give_the_whole_batch_update(mnist):
+  """Two steps on a batch of 64 in 4 micro-batches of 16: the update, loss and accuracy of the
+  whole batch at once, to float rounding."""
+  batches = _batches(mnist, 2, 64)
+  whole, whole_metrics = jax.jit(steps.train_steps)(_state(), batches)
+  micro_steps = jax.jit(functools.partial(steps.train_steps, micro_batches=4))
+  micro, micro_metrics = micro_steps(_state(), batches)
+  np.testing.assert_allclose(micro_metrics['loss_sum'], whole_metrics['loss_sum'], rtol=1e-5)
+  np.testing.assert_array_equal(micro_metrics['accuracy_sum'], whole_metrics['accuracy_sum'])
+  moved = 0.0
+  for a, b, start in zip(jax.tree.leaves(micro.params), jax.tree.leaves(whole.params),
+                         jax.tree.leaves(_state().params)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    moved = max(moved, float(np.abs(np.asarray(b) - np.asarray(start)).max()))
+  assert moved > 1e-3  # the steps changed the parameters
+
+
+def test_micro_batches_refuse_what_they_cannot_split(mnist):
+  batch = jax.tree.map(lambda x: x[0], _batches(mnist, 1, 64))
+  with pytest.raises(ValueError, match='does not divide the batch of 64'):
+    steps.train_step(_state(), batch, micro_batches=3)
+  from jmed.models import get_model
+  tx = make_optimizer(OptimizerConfig(name='sgd', learning_rate=0.05))
+  resnet = create_train_state(get_model('resnet18', num_classes=10, width=4), tx,
+                              np.zeros((1, 28, 28, 1)), 0)
+  with pytest.raises(ValueError, match='batch statistics'):
+    steps.train_step(resnet, batch, micro_batches=2)
+  with pytest.raises(ConfigError, match='micro_batch_size'):
+    check_config(TrainConfig(batch_size=32, micro_batch_size=5))
+
+
 def test_eval_step_masks_padding(mnist):
   images, labels = mnist.splits['test']
   batch = next(jdata.eval_batches(images[:5], labels[:5], 8))
@@ -68,7 +100,7 @@ def test_eval_step_masks_padding(mnist):
 
 
 _PARALLEL_WORKER = textwrap.dedent('''
-    import sys, numpy as np, jax
+    import functools, sys, numpy as np, jax
     from jmed.configs import OptimizerConfig
     from jmed.models import SeedCNN
     from jmed.optim import make_optimizer
@@ -79,7 +111,8 @@ _PARALLEL_WORKER = textwrap.dedent('''
     tx = make_optimizer(OptimizerConfig(name='adam', learning_rate=1e-3))
     state = create_train_state(SeedCNN(dropout_rate=0.5), tx, batches['inputs'][0, :1], 0)
     state = parallel.replicate(state, mesh)
-    train = parallel.data_parallel(steps.train_steps, mesh, batch_axis=1)
+    train_steps = functools.partial(steps.train_steps, micro_batches=2)
+    train = parallel.data_parallel(train_steps, mesh, batch_axis=1)
     state, metrics = train(state, parallel.shard_batch(batches, mesh, batch_axis=1))
     flat = np.concatenate([np.ravel(x) for x in jax.tree.leaves(jax.device_get(state.params))])
     np.savez(sys.argv[2], params=flat, loss=np.asarray(metrics['loss_sum']),
@@ -92,11 +125,13 @@ _PARALLEL_WORKER = textwrap.dedent('''
 
 
 def test_four_devices_equal_one_device(tmp_path, mnist):
-  """Three Adam steps with dropout on a global batch of 32, split over 4 CPU devices."""
+  """Three Adam steps with dropout on a global batch of 32 in 2 micro-batches, split over 4 CPU
+  devices (both compiled at XLA's lowest backend optimisation level, about half the compile
+  time)."""
   path = tmp_path / 'batches.npz'
   np.savez(path, **_batches(mnist, 3, 32))
-  one, _ = run_on_forced_devices(tmp_path, 1, _PARALLEL_WORKER, path)
-  four, stdout = run_on_forced_devices(tmp_path, 4, _PARALLEL_WORKER, path)
+  one, _ = run_on_forced_devices(tmp_path, 1, _PARALLEL_WORKER, path, fast_compile=True)
+  four, stdout = run_on_forced_devices(tmp_path, 4, _PARALLEL_WORKER, path, fast_compile=True)
   assert int(one['devices']) == 1 and int(four['devices']) == 4
   np.testing.assert_allclose(four['loss'], one['loss'], rtol=1e-5)
   np.testing.assert_allclose(four['params'], one['params'], rtol=1e-4, atol=1e-6)

@@ -9,9 +9,9 @@ A batch is a dict of arrays with a leading [batch] axis:
             [batch, height, width], ...
   'valid':  evaluation only: [batch] 1 for a real example, 0 for padding.
 
-`task` (a `jmed.tasks.Task` or its name), `augment`, `class_weights`, `privacy`, `patch_size`
-(training) and `window`, `stride` (evaluation) are static: bind them with `bind` (or
-`functools.partial`) before `jax.jit`.
+`task` (a `jmed.tasks.Task` or its name), `augment`, `class_weights`, `privacy`, `patch_size`,
+`micro_batches` (training) and `window`, `stride` (evaluation) are static: bind them with `bind`
+(or `functools.partial`) before `jax.jit`.
 """
 
 import functools
@@ -42,7 +42,7 @@ def apply_model(state, params, inputs, *, train: bool, rng=None):
 
 
 def train_step(state, batch, *, task='multiclass', augment=None, class_weights=None,
-               privacy=None, patch_size=0):
+               privacy=None, patch_size=0, micro_batches=1):
   """One optimizer step on a global batch; returns (new_state, metrics).
 
   Args:
@@ -58,6 +58,12 @@ def train_step(state, batch, *, task='multiclass', augment=None, class_weights=N
       gradients clipped and noised by `jmed.privacy.clipped_noisy_mean`.
     patch_size: > 0 (static; spatial-label tasks, 2D): train on one random patch_size x
       patch_size window of each (augmented) image and its mask, cropped on device.
+    micro_batches: > 1 (static): the gradient of the whole batch is summed over this many
+      micro-batches, one after the other in a `lax.scan`, so each one's activations stay in
+      cache: the same update (to float rounding) at the speed of a small batch on a CPU. Micro-
+      batch i holds rows i, i + micro_batches, ... of the batch (the same rows on any number of
+      devices) and draws its own dropout key. Needs a model without batch statistics and no
+      `privacy`; must divide the batch.
 
   Returns:
     The new state and metrics that add up across steps and devices: 'loss_sum', 'count', one
@@ -71,13 +77,21 @@ def train_step(state, batch, *, task='multiclass', augment=None, class_weights=N
     inputs, labels = _augment(jax.random.fold_in(rng, 1), inputs, labels, task, augment,
                               patch_size)
 
-  def loss_fn(params, inputs, labels, rng):
+  def loss_fn(params, inputs, labels, rng, batch_size=None):
+    """The (weighted) mean loss; over `batch_size` rows when `inputs` are part of a batch."""
     outputs, model_state = apply_model(state, params, inputs, train=True, rng=rng)
     losses = task.loss(outputs, labels)
     weights = 1.0 if class_weights is None else task.example_weights(labels, class_weights)
-    return (losses * weights).mean(), (losses, task.train_metrics(outputs, labels), model_state)
+    objective = (losses * weights).mean() if batch_size is None else (
+        (losses * weights).sum() / batch_size)
+    return objective, (losses, task.train_metrics(outputs, labels), model_state)
 
-  if privacy is None:
+  if micro_batches > 1:
+    _check_micro_batches(micro_batches, inputs.shape[0], state, privacy)
+    grads, losses, per_example = _micro_batch_grads(loss_fn, state.params, inputs, labels, rng,
+                                                    micro_batches)
+    model_state, extra = state.model_state, {}
+  elif privacy is None:
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     (_, (losses, per_example, model_state)), grads = grad_fn(state.params, inputs, labels, rng)
     extra = {}
@@ -94,6 +108,41 @@ def train_step(state, batch, *, task='multiclass', augment=None, class_weights=N
       **extra,
   }
   return state, metrics
+
+
+def _check_micro_batches(micro_batches: int, batch_size: int, state, privacy) -> None:
+  if batch_size % micro_batches:
+    raise ValueError(f'micro_batches={micro_batches} does not divide the batch of {batch_size}.')
+  if state.model_state or privacy is not None:
+    raise ValueError('Micro-batches need a model without batch statistics (BatchNorm would '
+                     'see smaller batches) and no DP-SGD (it clips per example already).')
+
+
+def _micro_batch_grads(loss_fn, params, inputs, labels, rng, micro_batches: int):
+  """The whole batch's gradient of `loss_fn`, summed over strided micro-batches in a scan.
+
+  Returns (grads, losses [batch], per-example metrics {name: [batch]}) in the batch's row order.
+  """
+  batch_size = inputs.shape[0]
+
+  def split(x):  # [batch, ...] -> [micro_batches, batch // micro_batches, ...], strided rows
+    return x.reshape(batch_size // micro_batches, micro_batches, *x.shape[1:]).swapaxes(0, 1)
+
+  def merge(x):  # the inverse of `split`
+    return x.swapaxes(0, 1).reshape(batch_size, *x.shape[2:])
+
+  grad_fn = jax.grad(loss_fn, has_aux=True)
+
+  def accumulate(grads, chunk):
+    chunk_inputs, chunk_labels, index = chunk
+    chunk_grads, (losses, per_example, _) = grad_fn(
+        params, chunk_inputs, chunk_labels, jax.random.fold_in(rng, index), batch_size)
+    return jax.tree.map(jnp.add, grads, chunk_grads), (losses, per_example)
+
+  zeros = jax.tree.map(jnp.zeros_like, params)
+  chunks = (jax.tree.map(split, inputs), jax.tree.map(split, labels), jnp.arange(micro_batches))
+  grads, (losses, per_example) = jax.lax.scan(accumulate, zeros, chunks)
+  return grads, merge(losses), jax.tree.map(merge, per_example)
 
 
 def _augment(rng, inputs, labels, task, augment, patch_size):
@@ -121,7 +170,7 @@ def _private_grads(loss_fn, params, inputs, labels, rng, privacy):
 
 
 def train_steps(state, batches, *, task='multiclass', augment=None, class_weights=None,
-                privacy=None, patch_size=0):
+                privacy=None, patch_size=0, micro_batches=1):
   """`train_step` over a leading axis of batches ([steps, batch, ...]), unrolled in one program.
 
   Unrolled rather than `lax.scan`: XLA:CPU runs convolutions inside loops far slower. Returns the
@@ -132,7 +181,7 @@ def train_steps(state, batches, *, task='multiclass', augment=None, class_weight
   for i in range(num_steps):
     state, metrics = train_step(state, jax.tree.map(lambda x: x[i], batches), task=task,
                                 augment=augment, class_weights=class_weights, privacy=privacy,
-                                patch_size=patch_size)
+                                patch_size=patch_size, micro_batches=micro_batches)
     per_step.append(metrics)
   return state, jax.tree.map(lambda *xs: jnp.stack(xs), *per_step)
 
@@ -167,8 +216,8 @@ def eval_step(state, batch, *, task='multiclass', window=0, stride=0):
 
 def bind(step_fn, task, augment=None, class_weights=None, privacy=None, **static):
   """`step_fn` with its static `task` (and `augment`, `class_weights`, `privacy` and
-  `patch_size`, for training steps; `window` and `stride` for `eval_step`) bound; None or 0
-  leaves a keyword at its default."""
+  `patch_size` and `micro_batches`, for training steps; `window` and `stride` for `eval_step`)
+  bound; None or 0 leaves a keyword at its default."""
   kwargs = {'augment': augment, 'class_weights': class_weights, 'privacy': privacy,
             **{k: v for k, v in static.items() if v}}
   return functools.partial(step_fn, task=tasks.get(task),
