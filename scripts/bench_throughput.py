@@ -11,7 +11,8 @@ large batches) on GPU/TPU, 'small' on CPU; --smoke runs in seconds. A configurat
 
 The step is `steps.train_steps` (a leading axis of --steps-per-dispatch batches) jit-compiled by
 `parallel.data_parallel` over a one-axis 'data' mesh of every device, parameters and optimizer
-state in float32, the model computing in the row's dtype; real-data batches come from
+state in float32, the model computing in the row's dtype, in `fit`'s micro-batches on a CPU
+(`steps.auto_micro_batches`); real-data batches come from
 `pipeline.train_batches` and `parallel.shard_batch` in `pipeline.prefetch`'s background thread,
 as `fit` feeds them.
 
@@ -254,15 +255,21 @@ def benchmark(spec: BenchModel, batch_size: int, dtype='float32', *, steps: int 
   state = parallel.replicate(jax.jit(init)(host['inputs'][0, :1]), mesh)
   batch = parallel.shard_batch(host, mesh, batch_axis=1)
   del host
-  fn = parallel.data_parallel(jsteps.bind(jsteps.train_steps, 'multiclass'), mesh, batch_axis=1)
+  micro = jsteps.auto_micro_batches(batch_size, state)  # as `fit` does
+  fn, whole = (parallel.data_parallel(jsteps.bind(jsteps.train_steps, 'multiclass',
+                                                  micro_batches=m), mesh, batch_axis=1)
+               for m in (micro, 1))
   start = time.perf_counter()
   lowered = fn.lower(state, batch)
   compiled = lowered.compile()
   compile_seconds = time.perf_counter() - start
   # Global FLOPs from the unpartitioned program: every operation once, not each device's copy
-  # of replicated work (the optimizer update); the per-device figure is reported beside it.
-  per_device = perf.step_flops(compiled)
-  flops = perf.step_flops(lowered) or (per_device * n_dev if per_device else None)
+  # of replicated work (the optimizer update); the per-device figure is reported beside it. A
+  # micro-batch scan is counted once, not per iteration, so FLOPs come from the whole-batch
+  # program (lowered only: the same work).
+  per_device = perf.step_flops(compiled) if micro == 1 else None
+  flops = perf.step_flops(whole.lower(state, batch) if micro > 1 else lowered) or (
+      per_device * n_dev if per_device else None)
   flops = flops / k if flops else None
 
   timing, state = perf.time_steps(compiled, state, batch, steps, warmup)
@@ -298,7 +305,7 @@ def benchmark(spec: BenchModel, batch_size: int, dtype='float32', *, steps: int 
       'compile_seconds': compile_seconds,
       'input_shape': list(spec.input_shape), 'jmed_model': spec.model,
       'model_kwargs': dict(spec.model_kwargs), 'steps': steps,
-      'steps_per_dispatch': k,
+      'steps_per_dispatch': k, 'micro_batches': micro,
   }
 
 

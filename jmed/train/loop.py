@@ -411,19 +411,11 @@ def _init_state(model, tx, sample, seed: int, ensemble: Optional[Ensemble]):
   return jensemble.create_ensemble_state(model, tx, sample, ensemble.seeds(seed))
 
 
-# Rows per micro-batch when `micro_batch_size` is automatic on a CPU: the seed CNN's step runs at
-# one speed per image from batch 32 to 512 with them, against 2x slower at 512 without (README,
-# "Performance notes").
-CPU_MICRO_BATCH = 32
-
-
 def _micro_batches(cfg: TrainConfig, state, privacy) -> int:
   """Micro-batches per train step (`TrainConfig.micro_batch_size`; 1: the whole batch)."""
   size = cfg.micro_batch_size
   if not size:
-    automatic = (jax.default_backend() == 'cpu' and not state.model_state and not privacy
-                 and cfg.batch_size > CPU_MICRO_BATCH and cfg.batch_size % CPU_MICRO_BATCH == 0)
-    return cfg.batch_size // CPU_MICRO_BATCH if automatic else 1
+    return steps.auto_micro_batches(cfg.batch_size, state, privacy)
   if size < cfg.batch_size and (state.model_state or privacy):
     raise ConfigError(f'micro_batch_size {size} needs a model without batch statistics (this '
                       'one has BatchNorm, which would see smaller batches) and no DP-SGD.')

@@ -110,6 +110,21 @@ def train_step(state, batch, *, task='multiclass', augment=None, class_weights=N
   return state, metrics
 
 
+# Rows per micro-batch when they are automatic on a CPU: the seed CNN's step runs at one speed per
+# image from batch 32 to 512 with them, against 2x slower at 512 without (README, "Speed").
+CPU_MICRO_BATCH = 32
+
+
+def auto_micro_batches(batch_size: int, state, privacy=None) -> int:
+  """The `micro_batches` a CPU run of `state`'s model takes by default: `CPU_MICRO_BATCH`-row
+  micro-batches when they divide a larger batch and the model has no batch statistics and no
+  DP-SGD; else 1 (the whole batch; always on GPU and TPU, whose throughput grows with it)."""
+  if (jax.default_backend() == 'cpu' and not state.model_state and privacy is None
+      and batch_size > CPU_MICRO_BATCH and batch_size % CPU_MICRO_BATCH == 0):
+    return batch_size // CPU_MICRO_BATCH
+  return 1
+
+
 def _check_micro_batches(micro_batches: int, batch_size: int, state, privacy) -> None:
   if batch_size % micro_batches:
     raise ValueError(f'micro_batches={micro_batches} does not divide the batch of {batch_size}.')
