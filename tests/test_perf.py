@@ -1,7 +1,9 @@
-"""jmed.perf (FLOPs from XLA's cost analysis, peak table, MFU, timing) and the throughput
+"""jmed.perf (FLOPs from XLA's cost analysis, peak table, MFU, timing), the throughput
 benchmark of scripts/bench_throughput.py (its model catalogue, one configuration, the table, the
-CLI)."""
+CLI), the Keras sweep's report (scripts/bench_seed_cnn.py) and the step profiler
+(scripts/profile_step.py)."""
 
+import argparse
 import json
 import math
 import os
@@ -18,7 +20,9 @@ from jmed import perf
 from conftest import REPO
 
 sys.path.insert(0, str(REPO / 'scripts'))
+import bench_seed_cnn  # noqa: E402  (scripts/bench_seed_cnn.py)
 import bench_throughput  # noqa: E402  (scripts/bench_throughput.py)
+import profile_step  # noqa: E402  (scripts/profile_step.py)
 
 M, K, N = 64, 256, 512  # x [M, K] @ w [K, N]: 2 * M * K * N FLOPs
 
@@ -233,3 +237,29 @@ def test_script_smoke_runs_end_to_end_on_real_data(data_dir, tmp_path):
                                                       ('seed_cnn', 'bfloat16')]
   for row in rows:
     assert row['step_ms'] > 0 and row['step_ms_real_data'] > 0 and row['flops_per_step'] > 0
+
+
+def test_seed_cnn_sweep_reports_median_ratios_per_batch():
+  """The sweep's report and table from measured rounds (no workers run here)."""
+  args = argparse.Namespace(dataset='mnist', epochs=2, rounds=3, steps_per_dispatch=4)
+  results = {32: {'jmed': [10.0, 30.0, 20.0], 'keras': [10.0, 10.0, 40.0]},
+             512: {'jmed': [5.0, 6.0, 7.0], 'keras': [12.0, 12.0, 12.0]}}
+  rep = bench_seed_cnn.report(args, results, ('jmed', 'keras'))
+  assert [r['batch_size'] for r in rep['batches']] == [32, 512]
+  assert rep['batches'][0]['ratio_jmed_over_keras'] == pytest.approx(2.0)  # 20 / 10
+  assert rep['batches'][1]['ratio_jmed_over_keras'] == pytest.approx(0.5)
+  table = bench_seed_cnn.markdown(rep)
+  assert '| 32 | 20 | 10 | 2.00x |' in table and '| 512 | 6 | 12 | 0.50x |' in table
+  with pytest.raises(SystemExit):
+    bench_seed_cnn.main(['--peers', 'jmed'])  # no keras to compare with
+
+
+def test_profile_step_times_and_lists_operations(capsys):
+  profile_step.main(['--batch-sizes', '8,64', '--top', '3', '--repeats', '1'])
+  out = capsys.readouterr().out
+  report = json.loads(out[out.index('['):])
+  assert [r['batch_size'] for r in report] == [8, 64]
+  assert [r['micro_batches'] for r in report] == [1, 2]  # fit's choice on CPU: 32-row ones
+  for row in report:
+    assert row['images_per_sec'] > 0 and 1 <= len(row['top_ops_ms_per_step']) <= 3
+    assert all(ms > 0 for ms in row['top_ops_ms_per_step'].values())
