@@ -137,11 +137,12 @@ class DataConfig:
   """The user's own data file or folder (see `jmed.data.user`); used when `path` is set.
 
   Attributes:
-    path: a CSV, Parquet, JSON Lines, DeepSurv HDF5 or MedMNIST npz file, or a folder of images
-      with one subfolder per class ('' means: use `TrainConfig.dataset` instead).
-    source: 'auto' (from the file: .h5 deepsurv, .npz npz, a folder images, a table with
-      `smiles_column` smiles, with `text_column` text, else table), 'table', 'deepsurv',
-      'smiles', 'text', 'images' or 'npz'.
+    path: a CSV, Parquet, JSON Lines, DeepSurv HDF5 or MedMNIST npz file, a folder of images
+      with one subfolder per class, or a records folder (scripts/export_records.py: any dataset
+      as ArrayRecord shards, streamed from disk) ('' means: use `TrainConfig.dataset` instead).
+    source: 'auto' (from the file: .h5 deepsurv, .npz npz, a folder with spec.json records,
+      another folder images, a table with `smiles_column` smiles, with `text_column` text,
+      else table), 'table', 'deepsurv', 'smiles', 'text', 'images', 'npz' or 'records'.
     task: 'auto' (inferred from the labels; 'treatment_effect' when `treatment_column` is set;
       'tagging' for CoNLL files) or a task kind: 'binary', 'multiclass', 'multilabel',
       'regression', 'survival', 'treatment_effect', 'tagging' (CoNLL files only).
@@ -197,7 +198,8 @@ class DataConfig:
 
 
 # Choices of DataConfig fields, checked before any data is read (scripts/train.py's choices).
-DATA_SOURCES = ('auto', 'table', 'deepsurv', 'smiles', 'text', 'images', 'npz', 'conll')
+DATA_SOURCES = ('auto', 'table', 'deepsurv', 'smiles', 'text', 'images', 'npz', 'conll',
+                'records')
 DATA_TASKS = ('auto', 'binary', 'multiclass', 'multilabel', 'regression', 'survival',
               'treatment_effect', 'tagging')
 SPLIT_RULES = ('auto', 'random', 'stratified', 'scaffold', 'group')

@@ -87,9 +87,10 @@ class Dataset:
     task_kwargs: what the task must know about the data, set as fields of the task before
       training (e.g. `{'tags': ('O', 'B-Disease', 'I-Disease')}` for 'tagging').
 
-  Inputs may also be a lazy array (images read from files on demand): an object with `shape`,
-  `dtype`, `ndim`, `len()` and `[index_array or slice]` giving a NumPy array; only a sample of
-  it is validated here.
+  Inputs may also be a lazy array (images read from files on demand, `jmed.data.images`, or
+  records read from ArrayRecord shards, `jmed.data.records`): an object with `shape`, `dtype`,
+  `ndim`, `len()` and `[index_array or slice]` giving a NumPy array; only a sample of it is
+  validated here.
   """
 
   name: str
@@ -403,9 +404,9 @@ def _validate_inputs(where, inputs, shape, vocab_size, num_chars=None) -> None:
   axis holds word ids below `vocab_size` and the other columns character ids below
   `num_chars`."""
   if not isinstance(inputs, np.ndarray):  # lazy: check its declared layout and a sample
-    if np.dtype(inputs.dtype) != np.float32 or tuple(inputs.shape[1:]) != shape:
-      raise DataError(f'{where}: inputs are {inputs.dtype} {inputs.shape}, expected float32 '
-                      f'[n, *{shape}].')
+    if np.dtype(inputs.dtype) not in (np.float32, np.int32) or tuple(inputs.shape[1:]) != shape:
+      raise DataError(f'{where}: inputs are {inputs.dtype} {inputs.shape}, expected float32 or '
+                      f'int32 [n, *{shape}].')
     if len(inputs) == 0:
       raise DataError(f'{where}: no examples.')
     inputs = np.asarray(inputs[:LAZY_SAMPLE])

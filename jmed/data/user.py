@@ -11,8 +11,12 @@ A source reads one format; each is a module with two functions:
 Sources (`SOURCES`): 'table' (CSV / Parquet / JSON Lines: features and label columns),
 'deepsurv' (HDF5 with DeepSurv's train/test groups of x, t, e), 'smiles' (a table with a SMILES
 column), 'text' (a table with a text column), 'images' (a folder with one subfolder per class)
-'npz' (MedMNIST's npz layout, 2D or 3D) and 'conll' (token<TAB>tag lines, a blank line between
-sentences: named-entity tagging; one file, or a folder with train/devel/test files). 'auto' picks one from the path (`resolve_source`).
+'npz' (MedMNIST's npz layout, 2D or 3D), 'conll' (token<TAB>tag lines, a blank line between
+sentences: named-entity tagging; one file, or a folder with train/devel/test files) and
+'records' (a folder of ArrayRecord shards and spec.json written by scripts/export_records.py,
+read from disk batch by batch: `jmed.data.records`; it has no `featurize`, as a run trained on
+records keeps the preprocessing of the data they were exported from). 'auto' picks one from the
+path (`resolve_source`).
 """
 
 import dataclasses
@@ -28,7 +32,8 @@ from jmed.errors import ConfigError, DataError, MissingDataError
 
 SOURCES = {'table': 'jmed.data.tabular', 'deepsurv': 'jmed.data.deepsurv',
            'smiles': 'jmed.data.moleculenet', 'text': 'jmed.data.text_files',
-           'images': 'jmed.data.images', 'npz': 'jmed.data.npz', 'conll': 'jmed.data.conll'}
+           'images': 'jmed.data.images', 'npz': 'jmed.data.npz', 'conll': 'jmed.data.conll',
+           'records': 'jmed.data.records'}
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -49,8 +54,9 @@ class Rows:
 
 def resolve_source(data) -> str:
   """The source of a `DataConfig`: `data.source`, or from the path when 'auto': a folder is
-  'conll' when it holds train.tsv and test.tsv, else 'images'; '.conll', '.iob', '.bio' files
-  and a '.tsv' whose first line is token<TAB>tag are 'conll' (`jmed.data.conll.looks_like`);
+  'conll' when it holds train.tsv and test.tsv, 'records' when it holds spec.json, else
+  'images'; '.conll', '.iob', '.bio' files and a '.tsv' whose first line is token<TAB>tag are
+  'conll' (`jmed.data.conll.looks_like`);
   '.h5'/'.hdf5' 'deepsurv', '.npz' 'npz'; a table is 'smiles' when it has
   `data.smiles_column`, 'text' when it has `data.text_column`, else 'table'.
 
@@ -66,6 +72,9 @@ def resolve_source(data) -> str:
   from jmed.data import conll  # pylint: disable=g-import-not-at-top
   if conll.looks_like(data.path):
     return 'conll'
+  from jmed.data import records  # pylint: disable=g-import-not-at-top
+  if records.is_records_dir(data.path):
+    return 'records'
   if os.path.isdir(data.path):
     return 'images'
   lower = data.path.lower()

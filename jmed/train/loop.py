@@ -564,6 +564,9 @@ def _dispatch_groups(run: _Run, epoch: int, first_step: int, last_step: int):
 
   Batches come from the epoch's seeded permutation, so a run resumed mid-epoch sees exactly the
   batches an uninterrupted run would. `rows` is this process's share of each global batch.
+  Inputs marked `streamed` (`jmed.data.records.RecordArray`: shards on disk) are read by
+  `jmed.data.stream` (grain threads reading ahead), from the first step's batch on, and only
+  this process's rows; others by `pipeline.train_batches`. Both give the same batches.
   """
   cfg = run.cfg
   inputs, labels = run.train_split
@@ -571,11 +574,20 @@ def _dispatch_groups(run: _Run, epoch: int, first_step: int, last_step: int):
   seeds = [cfg.seed]
   if run.ensemble and run.ensemble.independent_shuffles:
     seeds = run.ensemble.seeds(cfg.seed)
-  orders = [pipeline.train_batches(inputs, labels, cfg.batch_size, seed=seed, epoch=epoch,
-                                   rows=rows) for seed in seeds]
+  first_batch = 0  # of the epoch: the batch of global step epoch * steps_per_epoch + first_batch
+  if getattr(inputs, 'streamed', False):
+    from jmed.data import stream  # pylint: disable=g-import-not-at-top
+    first_batch = first_step - epoch * run.steps_per_epoch
+    orders = [stream.train_batches(inputs, labels, cfg.batch_size, seed=seed, epoch=epoch,
+                                   rows=rows, start=first_batch,
+                                   stop=last_step - epoch * run.steps_per_epoch)
+              for seed in seeds]
+  else:
+    orders = [pipeline.train_batches(inputs, labels, cfg.batch_size, seed=seed, epoch=epoch,
+                                     rows=rows) for seed in seeds]
   batches = orders[0] if len(orders) == 1 else (_stack(group) for group in zip(*orders))
   group, group_start = [], None
-  for step, batch in enumerate(batches, start=epoch * run.steps_per_epoch):
+  for step, batch in enumerate(batches, start=epoch * run.steps_per_epoch + first_batch):
     if step < first_step:
       continue
     if step >= last_step:
