@@ -57,13 +57,15 @@ def test_task_loss_is_word2vecs_objective():
 def test_skipgram_learns_on_real_sentences(tmp_path):
   """On NCBI-disease's training and devel sentences a few hundred steps lift the held-out
   pairs' accuracy (the context above all 5 noise words) well above chance (1/6); a tagger
-  started from the run (`init_from`) takes its word embeddings and vocabulary."""
+  started from the run (`init_from`) takes its word embeddings and vocabulary (0.39 measured).
+  One step a dispatch: `train_steps` unrolls its steps (the recipe's 8 a dispatch, and the
+  remainder of 5 of each 45-step epoch, took 6 s to compile against 1 s)."""
   from jmed.data import corpus
   from jmed.train import loop
   data = corpus.load(DATA, configs.TextConfig(vocab_size=3000, min_frequency=2, max_length=64),
                      sources=['ncbi_disease'], task='skipgram')
   cfg = dataclasses.replace(
-      configs.SKIPGRAM_RECIPE, epochs=6, batch_size=64,
+      configs.SKIPGRAM_RECIPE, epochs=6, batch_size=64, steps_per_dispatch=1,
       optimizer=configs.OptimizerConfig(name='adam', learning_rate=2e-2),
       model_kwargs={'embed_dim': 32, 'window': 3, 'negatives': 5},
       output_dir=str(tmp_path / 'run'), progress=False)

@@ -162,7 +162,9 @@ def test_crf_tagger_step_on_four_devices_equals_one_device(tmp_path):
 @pytest.mark.skipif(not os.path.isdir(NER_DIR), reason='NCBI-disease not available')
 def test_bilstm_crf_learns_ncbi_disease(tmp_path):
   """A tiny BiLSTM-CRF on the first 600 NCBI-disease training sentences finds diseases in the
-  devel sentences far above chance (an all-'O' tagger scores F1 0)."""
+  devel sentences far above chance (an all-'O' tagger scores F1 0; measured: devel 0.59, test
+  0.46). One step a dispatch: `train_steps` unrolls its steps, so 5 a dispatch took 5 s to
+  compile against 2 s, for the same metrics."""
   from jmed.data import conll
   from jmed.train import loop
   data = conll.load('ncbi_disease', os.path.dirname(os.path.dirname(NER_DIR)),
@@ -174,7 +176,7 @@ def test_bilstm_crf_learns_ncbi_disease(tmp_path):
       model='lstm_tagger', dataset='ncbi_disease', epochs=4, batch_size=20, eval_batch_size=100,
       optimizer=configs.OptimizerConfig(name='adam', learning_rate=1e-2, clip_norm=5.0),
       model_kwargs={'embed_dim': 24, 'hidden_size': 24, 'char_dim': 8, 'char_features': 16},
-      steps_per_dispatch=5, output_dir=str(tmp_path / 'run'), progress=False)
+      steps_per_dispatch=1, output_dir=str(tmp_path / 'run'), progress=False)
   summary = loop.fit(cfg, data)
   assert summary['best']['value'] > 0.3, summary['best']
   assert summary['test_f1'] > 0.3 and summary['test_token_accuracy'] > 0.9
