@@ -191,12 +191,13 @@ def test_gradcam_localises_the_evidence():
 def test_gradcam_on_seed_cnn_and_resnet(seed_cnn):
   seed, variables, x = seed_cnn
   layers = explain.feature_layers(seed.apply, variables, x)
-  assert layers == {'ValidConv_0': (2, 26, 26, 4), 'ValidConv_1': (2, 11, 11, 8)}
+  # The second conv computes only the 10 x 10 of its 11 x 11 outputs that pooling keeps.
+  assert layers == {'ValidConv_0': (2, 26, 26, 4), 'ValidConv_1': (2, 10, 10, 8)}
   cam = np.asarray(explain.gradcam(seed.apply, variables, x, layer='ValidConv_0'))
   assert cam.shape == (2, 28, 28) and cam.min() >= 0 and cam.max() <= 1
   small = jax.eval_shape(lambda v, x: explain.gradcam(seed.apply, v, x, resize=False),
                          variables, x)
-  assert small.shape == (2, 11, 11)  # the default layer, ValidConv_1
+  assert small.shape == (2, 10, 10)  # the default layer, ValidConv_1
   with pytest.raises(ValueError, match='ValidConv_0, ValidConv_1'):
     explain.gradcam(seed.apply, variables, x, layer='conv9')
   resnet = ResNet(num_classes=3, stage_sizes=(1,), width=4)
