@@ -245,8 +245,9 @@ class TrainConfig:
     micro_batch_size: rows of each batch whose gradient is computed at once; the step sums the
       gradients of batch_size / micro_batch_size micro-batches in a loop (the same update, to
       float rounding, with a small batch's working set: faster on a CPU, whose caches a large
-      batch's activations overflow). 0: automatic, 32 on a CPU backend when it divides a larger
-      batch_size and the model has no batch statistics and no DP-SGD, else the whole batch.
+      batch's activations overflow). 0: automatic (`jmed.train.steps.auto_micro_batches`): on a CPU
+      backend, for a model without batch statistics and without DP-SGD, about 8 micro-batches of
+      32 to 128 rows (128: 4 x 32, 512: 8 x 64, 4096: 32 x 128); else the whole batch.
     output_dir: metrics, checkpoints and summary go here.
     checkpoint_every: save every N steps (0: only at the end of each epoch and the run).
     keep_checkpoints: how many checkpoints orbax keeps.

@@ -77,6 +77,18 @@ def test_micro_batches_give_the_whole_batch_update(mnist):
   assert moved > 1e-3  # the steps changed the parameters
 
 
+def test_automatic_micro_batches_on_cpu():
+  """About 8 micro-batches of 32 to 128 rows that divide the batch; none with BatchNorm
+  statistics or DP-SGD."""
+  state = _state()
+  counts = {b: steps.auto_micro_batches(b, state) for b in (8, 32, 48, 64, 97, 100, 128, 512,
+                                                            4096)}
+  assert counts == {8: 1, 32: 1, 48: 1, 64: 2, 97: 1, 100: 2, 128: 4, 512: 8, 4096: 32}
+  assert steps.auto_micro_batches(512, state, privacy=(1.0, 1.1)) == 1
+  with_statistics = state.replace(model_state={'batch_stats': {}})
+  assert steps.auto_micro_batches(512, with_statistics) == 1
+
+
 def test_micro_batches_refuse_what_they_cannot_split(mnist):
   batch = jax.tree.map(lambda x: x[0], _batches(mnist, 1, 64))
   with pytest.raises(ValueError, match='does not divide the batch of 64'):

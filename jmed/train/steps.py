@@ -110,19 +110,33 @@ def train_step(state, batch, *, task='multiclass', augment=None, class_weights=N
   return state, metrics
 
 
-# Rows per micro-batch when they are automatic on a CPU: the seed CNN's step runs at one speed per
-# image from batch 32 to 512 with them, against 2x slower at 512 without (README, "Speed").
+# Automatic micro-batches on a CPU: CPU_MICRO_BATCH rows or more each, at most
+# CPU_MAX_MICRO_BATCHES of them unless that makes them larger than CPU_MAX_MICRO_BATCH rows.
+# Measured on the seed CNN (2 cores, `fit`): batch 128 is fastest in 4 micro-batches of 32 (5%
+# over 2 of 64), batch 512 in 8 of 64 (5-7% over 16 of 32, and over 4 of 128): each iteration
+# of the scan costs time, and a micro-batch too large overflows the cache (README, "Speed").
 CPU_MICRO_BATCH = 32
+CPU_MAX_MICRO_BATCH = 128
+CPU_MAX_MICRO_BATCHES = 8
 
 
 def auto_micro_batches(batch_size: int, state, privacy=None) -> int:
-  """The `micro_batches` a CPU run of `state`'s model takes by default: `CPU_MICRO_BATCH`-row
-  micro-batches when they divide a larger batch and the model has no batch statistics and no
-  DP-SGD; else 1 (the whole batch; always on GPU and TPU, whose throughput grows with it)."""
-  if (jax.default_backend() == 'cpu' and not state.model_state and privacy is None
-      and batch_size > CPU_MICRO_BATCH and batch_size % CPU_MICRO_BATCH == 0):
-    return batch_size // CPU_MICRO_BATCH
-  return 1
+  """The `micro_batches` a CPU run of `state`'s model takes by default; 1 (the whole batch) for
+  a model with batch statistics, for DP-SGD, and on GPU and TPU, whose throughput grows with
+  the batch.
+
+  Wanted: `min(CPU_MAX_MICRO_BATCHES, batch_size // CPU_MICRO_BATCH)` micro-batches, or more
+  when they would exceed `CPU_MAX_MICRO_BATCH` rows; taken: the count nearest to that which
+  divides the batch into micro-batches of at least half `CPU_MICRO_BATCH` rows (e.g. 64: 2,
+  100: 2, 128: 4, 512: 8, 4096: 32; 48 or a prime: 1).
+  """
+  if jax.default_backend() != 'cpu' or state.model_state or privacy is not None:
+    return 1
+  wanted = max(min(CPU_MAX_MICRO_BATCHES, batch_size // CPU_MICRO_BATCH),
+               -(-batch_size // CPU_MAX_MICRO_BATCH))
+  counts = [c for c in range(1, batch_size + 1)
+            if c == 1 or (batch_size % c == 0 and batch_size // c >= CPU_MICRO_BATCH // 2)]
+  return min(counts, key=lambda c: (abs(c - wanted), c))
 
 
 def _check_micro_batches(micro_batches: int, batch_size: int, state, privacy) -> None:
