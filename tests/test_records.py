@@ -134,6 +134,15 @@ def test_stream_resumes_at_any_batch(written):
   assert [m['labels'].tolist() for m in middle] == [b['labels'].tolist() for b in full[2:5]]
   with pytest.raises(ValueError, match='start'):
     stream.train_batches(inputs, labels, 32, seed=1, epoch=0, start=10)
+  # The in-memory pipeline starts at a batch too, reading none before it.
+  counted = records.load(written).splits['train'][0]
+  before = counted.rows_read  # loading validates a sample
+  memory = list(pipeline.train_batches(counted, labels, 32, seed=1, epoch=0, start=4))
+  assert counted.rows_read - before == 5 * 32 and len(memory) == 5
+  for a, b in zip(memory, full[4:]):
+    np.testing.assert_array_equal(a['inputs'], b['inputs'])
+  with pytest.raises(ValueError, match='start'):
+    pipeline.train_batches(inputs, labels, 32, seed=1, epoch=0, start=-1)
 
 
 def test_a_process_reads_only_its_rows_of_each_batch(written):

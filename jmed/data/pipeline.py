@@ -37,7 +37,7 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
 
 def train_batches(inputs: np.ndarray, labels: np.ndarray, batch_size: int, *,
                   seed: int, epoch: int, drop_remainder: bool = True,
-                  rows: slice = slice(None)) -> Iterator[Batch]:
+                  rows: slice = slice(None), start: int = 0) -> Iterator[Batch]:
   """Batches of one shuffled training epoch.
 
   Args:
@@ -49,19 +49,23 @@ def train_batches(inputs: np.ndarray, labels: np.ndarray, batch_size: int, *,
     drop_remainder: drop the last incomplete batch (static shapes for jit).
     rows: the rows of each batch to gather, e.g. a data-parallel process's share
       (`jmed.train.parallel.local_rows`); only those examples are read.
+    start: the first batch of the epoch to give (a run resumed mid-epoch); the batches before
+      it are not read.
 
   Returns:
     An iterator of `{'inputs': [b, ...], 'labels': [b, ...]}`,
     b = batch_size (except possibly the last batch when `drop_remainder` is
     False), or the length of `rows` of it. Arguments are checked at call time.
   """
-  n = _check(inputs, labels, batch_size)
+  n = check_arrays(inputs, labels, batch_size)
   if drop_remainder and n < batch_size:
     raise ValueError(f'batch_size {batch_size} > {n} examples: with '
                      'drop_remainder=True no batch would be produced.')
+  if start < 0:
+    raise ValueError(f'start must be >= 0, got {start}.')
   order = epoch_permutation(n, seed, epoch)
   stop = n - n % batch_size if drop_remainder else n
-  return _gather_batches(inputs, labels, order[:stop], batch_size, rows)
+  return _gather_batches(inputs, labels, order[start * batch_size:stop], batch_size, rows)
 
 
 def _model_dtype(x: np.ndarray) -> np.ndarray:
@@ -70,12 +74,16 @@ def _model_dtype(x: np.ndarray) -> np.ndarray:
   return x.astype(kind, copy=False)
 
 
+def gather(inputs, labels, index: np.ndarray) -> Batch:
+  """`{'inputs': inputs[index], 'labels': labels[index]}` in the model's dtypes (float32 or
+  int32); only the rows in `index` are read from a lazy array."""
+  return {'inputs': _model_dtype(inputs[index]), 'labels': _model_dtype(labels[index])}
+
+
 def _gather_batches(inputs, labels, order, batch_size, rows) -> Iterator[Batch]:
   """Yields `inputs[order]`, `labels[order]` in chunks of `batch_size` (`rows` of each)."""
   for start in range(0, len(order), batch_size):
-    index = order[start:start + batch_size][rows]
-    yield {'inputs': _model_dtype(inputs[index]),
-           'labels': _model_dtype(labels[index])}
+    yield gather(inputs, labels, order[start:start + batch_size][rows])
 
 
 def eval_batches(inputs: np.ndarray, labels: np.ndarray, batch_size: int,
@@ -99,7 +107,7 @@ def eval_batches(inputs: np.ndarray, labels: np.ndarray, batch_size: int,
     batch_size when given). Arguments are checked at
     call time.
   """
-  _check(inputs, labels, batch_size)
+  check_arrays(inputs, labels, batch_size)
   return _padded_batches(inputs, labels, batch_size, rows)
 
 
@@ -109,8 +117,7 @@ def _padded_batches(inputs, labels, batch_size, rows) -> Iterator[Batch]:
   for start in range(0, len(inputs), batch_size):
     index = start + positions
     index = index[index < len(inputs)]
-    batch = {'inputs': _model_dtype(inputs[index]),
-             'labels': _model_dtype(labels[index])}
+    batch = gather(inputs, labels, index)
     batch = {key: _pad(value, len(positions)) for key, value in batch.items()}
     batch['valid'] = (start + positions < len(inputs)).astype(np.float32)
     yield batch
@@ -124,7 +131,7 @@ def _pad(x: np.ndarray, size: int) -> np.ndarray:
   return np.pad(x, padding)
 
 
-def _check(inputs: np.ndarray, labels: np.ndarray, batch_size: int) -> int:
+def check_arrays(inputs: np.ndarray, labels: np.ndarray, batch_size: int) -> int:
   """Validates batching arguments; returns the number of examples."""
   if not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
     raise ValueError(f'batch_size must be a positive int, got {batch_size!r}.')

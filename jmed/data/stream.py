@@ -19,8 +19,6 @@ import grain.python as gp
 import numpy as np
 
 from jmed.data import pipeline
-# The same argument checks and output dtypes as the in-memory pipeline.
-from jmed.data.pipeline import _check, _model_dtype  # pylint: disable=protected-access
 
 NUM_THREADS = 4  # batches read at once
 PREFETCH = 4  # batches read ahead of the one consumed
@@ -50,7 +48,7 @@ def train_batches(inputs, labels: np.ndarray, batch_size: int, *, seed: int, epo
     batch_size, seed=seed, epoch=epoch, rows=rows)`. Closing it (or exhausting it) stops
     its threads. Arguments are checked at call time.
   """
-  n = _check(inputs, labels, batch_size)
+  n = pipeline.check_arrays(inputs, labels, batch_size)  # the in-memory pipeline's checks
   batches = n // batch_size
   if batches == 0:
     raise ValueError(f'batch_size {batch_size} > {n} examples: no complete batch.')
@@ -61,11 +59,10 @@ def train_batches(inputs, labels: np.ndarray, batch_size: int, *, seed: int, epo
     raise ValueError(f'num_threads and prefetch must be >= 1, got {num_threads}, {prefetch}.')
   order = pipeline.epoch_permutation(n, seed, epoch)
 
-  def gather(i: int) -> pipeline.Batch:
-    index = order[i * batch_size:(i + 1) * batch_size][rows]
-    return {'inputs': _model_dtype(inputs[index]), 'labels': _model_dtype(labels[index])}
+  def read_batch(i: int) -> pipeline.Batch:
+    return pipeline.gather(inputs, labels, order[i * batch_size:(i + 1) * batch_size][rows])
 
-  dataset = gp.MapDataset.range(start, stop).map(gather)
+  dataset = gp.MapDataset.range(start, stop).map(read_batch)
   options = gp.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch)
   return _closing(iter(dataset.to_iter_dataset(options)))
 

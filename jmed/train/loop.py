@@ -413,13 +413,15 @@ def _init_state(model, tx, sample, seed: int, ensemble: Optional[Ensemble]):
 
 def _micro_batches(cfg: TrainConfig, state, privacy) -> int:
   """Micro-batches per train step (`TrainConfig.micro_batch_size`; 1: the whole batch)."""
-  size = cfg.micro_batch_size
-  if not size:
+  if not cfg.micro_batch_size:
     return steps.auto_micro_batches(cfg.batch_size, state, privacy)
-  if size < cfg.batch_size and (state.model_state or privacy):
-    raise ConfigError(f'micro_batch_size {size} needs a model without batch statistics (this '
-                      'one has BatchNorm, which would see smaller batches) and no DP-SGD.')
-  return cfg.batch_size // size
+  micro_batches = cfg.batch_size // cfg.micro_batch_size
+  if micro_batches > 1:
+    try:
+      steps.check_micro_batches(micro_batches, cfg.batch_size, state, privacy)
+    except ValueError as e:
+      raise ConfigError(f'micro_batch_size {cfg.micro_batch_size}: {e}') from None
+  return micro_batches
 
 
 def _compiled_steps(cfg, task, augment, class_weights, privacy, mesh, ensemble,
@@ -564,9 +566,10 @@ def _dispatch_groups(run: _Run, epoch: int, first_step: int, last_step: int):
 
   Batches come from the epoch's seeded permutation, so a run resumed mid-epoch sees exactly the
   batches an uninterrupted run would. `rows` is this process's share of each global batch.
-  Inputs marked `streamed` (`jmed.data.records.RecordArray`: shards on disk) are read by
-  `jmed.data.stream` (grain threads reading ahead), from the first step's batch on, and only
-  this process's rows; others by `pipeline.train_batches`. Both give the same batches.
+  Both readers start at the first step's batch (those before it are not read). Inputs marked
+  `streamed` (`jmed.data.records.RecordArray`: shards on disk) are read by `jmed.data.stream`
+  (grain threads reading ahead), only this process's rows; others by `pipeline.train_batches`.
+  Both give the same batches.
   """
   cfg = run.cfg
   inputs, labels = run.train_split
@@ -574,22 +577,19 @@ def _dispatch_groups(run: _Run, epoch: int, first_step: int, last_step: int):
   seeds = [cfg.seed]
   if run.ensemble and run.ensemble.independent_shuffles:
     seeds = run.ensemble.seeds(cfg.seed)
-  first_batch = 0  # of the epoch: the batch of global step epoch * steps_per_epoch + first_batch
+  first_batch = first_step - epoch * run.steps_per_epoch  # of this epoch; earlier ones unread
   if getattr(inputs, 'streamed', False):
     from jmed.data import stream  # pylint: disable=g-import-not-at-top
-    first_batch = first_step - epoch * run.steps_per_epoch
     orders = [stream.train_batches(inputs, labels, cfg.batch_size, seed=seed, epoch=epoch,
                                    rows=rows, start=first_batch,
                                    stop=last_step - epoch * run.steps_per_epoch)
               for seed in seeds]
   else:
     orders = [pipeline.train_batches(inputs, labels, cfg.batch_size, seed=seed, epoch=epoch,
-                                     rows=rows) for seed in seeds]
+                                     rows=rows, start=first_batch) for seed in seeds]
   batches = orders[0] if len(orders) == 1 else (_stack(group) for group in zip(*orders))
   group, group_start = [], None
-  for step, batch in enumerate(batches, start=epoch * run.steps_per_epoch + first_batch):
-    if step < first_step:
-      continue
+  for step, batch in enumerate(batches, start=first_step):
     if step >= last_step:
       break
     if not group:
